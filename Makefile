@@ -1,0 +1,54 @@
+# Set-up and everyday commands. Every target installs what it needs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch; a bare "torch" would pull a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+COMPAT_VENV := .venv-compat
+# What the LMI 0.29.0 neuronx container runs (transformers 4.43.1).
+COMPAT_PINS := "transformers==4.43.*" "tokenizers<0.20" "numpy<2"
+
+.PHONY: install test test-fast test-compat lint demo bench soak clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e ".[serve,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check toolkit serving tests benchmarks examples
+	$(VENV)/bin/ruff check --target-version py39 serving
+
+test: install lint
+	$(PY) -m pytest -q
+	$(MAKE) test-compat
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+$(COMPAT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q $(TORCH_PIN)
+	$(COMPAT_VENV)/bin/python -m pip install -q -e ".[serve,dev]" $(COMPAT_PINS)
+	touch $@
+
+# The serving tests again under the container's transformers 4.4x.
+test-compat: $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/python -m pytest -q tests/serving
+
+demo: install
+	$(PY) -m inf2_deploy.demo
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+soak: install
+	$(PY) benchmarks/soak.py
+
+clean:
+	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .ruff_cache

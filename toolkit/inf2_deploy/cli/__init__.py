@@ -1,0 +1,62 @@
+"""The ``inf2-deploy`` command line.
+
+Start-up stays fast: this module and the command modules import only the
+standard library at load time; each command imports what it needs in ``run``.
+Our errors become one line on stderr with exit code 2 (usage, config) or 1
+(runtime); ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..version import __version__
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+# (command, module under inf2_deploy.cli). Each module defines
+# add_parser(subparsers) and run(args) -> int.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("plan", "plan_cmd"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="inf2-deploy",
+        description="Deploy GPT-J to Amazon SageMaker on AWS Inferentia2: plan, package, deploy, "
+        "invoke, benchmark and delete.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for _name, module_name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..errors import Inf2DeployError
+
+    try:
+        return int(args.run(args) or 0)
+    except Inf2DeployError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

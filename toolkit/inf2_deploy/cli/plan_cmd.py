@@ -1,0 +1,88 @@
+"""``inf2-deploy plan``: check a deployment in about a second, before any money is spent."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .spec_flags import add_spec_flags, spec_from_args
+
+__all__ = ["add_parser", "run", "render_plan"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="check Neuron settings and show memory per core, image and serving.properties",
+        description="Check a deployment against the model and the inf2 catalog. Exits 2 when it cannot work.",
+    )
+    add_spec_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.set_defaults(run=run)
+
+
+def render_plan(plan) -> None:  # noqa: ANN001 - Plan, imported lazily
+    """Draw ``plan`` as rich tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..catalog import GIB
+    from ..properties import render_properties
+
+    console = Console()
+    data = plan.to_dict()
+    summary = Table(title=f"Plan for {plan.model.source}", show_header=False, title_justify="left")
+    summary.add_column("setting", no_wrap=True)
+    summary.add_column("value", overflow="fold")
+    summary.add_row("parameters", f"{plan.model.parameters / 1e9:.3f} B")
+    summary.add_row("instance", f"{data['instance_type']} x {data['instance_count']} "
+                                f"({data['neuron_cores']} NeuronCores each)")
+    summary.add_row("tensor parallel degree", str(data["tensor_parallel_degree"]))
+    summary.add_row("n_positions / buckets", f"{data['n_positions']} / {data['buckets']}")
+    summary.add_row("batch size / dtype", f"{data['batch_size']} / {data['dtype']}")
+    summary.add_row("region", data["region"])
+    summary.add_row("image", data["image_uri"] or "-")
+    price = data["price_per_hour"]
+    summary.add_row("price", f"${price:.2f}/hour (reference; --price-per-hour overrides)" if price else "-")
+    console.print(summary)
+
+    memory = Table(title="HBM per NeuronCore", title_justify="left")
+    memory.add_column("part")
+    memory.add_column("GiB", justify="right")
+    for part in ("weights", "kv_cache", "reserve", "total", "limit"):
+        memory.add_row(part, f"{data['memory_per_core'][part] / GIB:.2f}")
+    console.print(memory)
+
+    if plan.alternatives:
+        options = Table(title="Configurations that fit (best first)", title_justify="left")
+        for column in ("instance", "tp", "GiB/core", "$/hour", "host RAM"):
+            options.add_column(column)
+        for option in plan.alternatives[:8]:
+            options.add_row(option.instance_type, str(option.tensor_parallel_degree),
+                            f"{option.memory_per_core.total / GIB:.2f}", f"{option.price_per_hour:.2f}",
+                            "tight" if option.host_ram_tight else "ok")
+        console.print(options)
+    console.print("[bold]serving.properties[/bold]")
+    console.print(render_properties(data["serving_properties"]), markup=False, highlight=False)
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    for field, message in plan.errors:
+        console.print(f"[red]error:[/red] {field}: {message}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..planner import make_plan
+
+    try:
+        plan = make_plan(spec_from_args(args))
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"ok": False, "errors": [{"field": f, "message": m} for f, m in exc.problems],
+                          "warnings": []}))
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        render_plan(plan)
+    return 0 if plan.ok else 2

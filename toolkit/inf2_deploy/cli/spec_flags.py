@@ -1,0 +1,82 @@
+"""CLI flags for deployment spec fields, shared by plan, package and deploy.
+
+Each flag's help is the spec field's own description, so the two cannot drift.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..spec import INSTANCE_TYPES, DeploymentSpec, load_spec
+
+__all__ = ["PLAN_FLAGS", "DEPLOY_FLAGS", "add_spec_flags", "spec_from_args"]
+
+# flag, spec field, extra argparse options
+PLAN_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--model", "model", {"metavar": "M"}),
+    ("--instance-type", "instance_type", {"metavar": "T", "choices": INSTANCE_TYPES}),
+    ("--instance-count", "instance_count", {"metavar": "N", "type": int}),
+    ("--tp-degree", "tensor_parallel_degree", {"metavar": "N", "type": int}),
+    ("--n-positions", "n_positions", {"metavar": "N", "type": int}),
+    ("--batch-size", "batch_size", {"metavar": "N", "type": int}),
+    ("--dtype", "dtype", {"choices": ("fp16", "bf16", "fp32")}),
+    ("--region", "region", {"metavar": "R"}),
+    ("--lmi-version", "lmi_version", {"metavar": "V"}),
+    ("--image-uri", "image_uri", {"metavar": "URI"}),
+    ("--neuron-cc-flags", "neuron_cc_flags", {"metavar": "FLAGS"}),
+    ("--price-per-hour", "price_per_hour", {"metavar": "USD", "type": float}),
+)
+DEPLOY_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--endpoint-name", "endpoint_name", {"metavar": "NAME"}),
+    ("--role", "role_arn", {"metavar": "ARN"}),
+    ("--bucket", "bucket", {"metavar": "B"}),
+    ("--prefix", "prefix", {"metavar": "P"}),
+    ("--kms-key", "kms_key_id", {"metavar": "KEY"}),
+    ("--model-loading-timeout", "model_loading_timeout", {"metavar": "S", "type": int}),
+    ("--startup-timeout", "startup_health_check_timeout", {"metavar": "S", "type": int}),
+    ("--download-timeout", "model_download_timeout", {"metavar": "S", "type": int}),
+    ("--volume-size-gb", "volume_size_gb", {"metavar": "GB", "type": int}),
+    ("--inference-ami-version", "inference_ami_version", {"metavar": "V"}),
+    ("--compile-cache-url", "compile_cache_url", {"metavar": "URL"}),
+    ("--subnet", "subnets", {"metavar": "ID", "action": "append"}),
+    ("--security-group", "security_group_ids", {"metavar": "ID", "action": "append"}),
+    ("--network-isolation", "enable_network_isolation", {"action": "store_const", "const": True}),
+    ("--env", "env", {"metavar": "KEY=VALUE", "action": "append"}),
+    ("--tag", "tags", {"metavar": "KEY=VALUE", "action": "append"}),
+)
+_MAPPINGS = {"env", "tags"}
+
+
+def add_spec_flags(parser: argparse.ArgumentParser, *, deploy: bool = False) -> None:
+    """Add ``--config`` and the spec flags (all of them with ``deploy=True``)."""
+    parser.add_argument("--config", metavar="FILE", help="YAML or TOML spec file; flags override it")
+    group = parser.add_argument_group("deployment settings")
+    for flag, name, options in PLAN_FLAGS + (DEPLOY_FLAGS if deploy else ()):
+        description = DeploymentSpec.model_fields[name].description or ""
+        group.add_argument(flag, dest=name, default=None, help=description.replace("%", "%%"), **options)
+
+
+def _pairs(flag: str, name: str, items: list[str]) -> dict[str, str]:
+    from ..errors import ConfigError
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}", field=name, value=item)
+        pairs[key] = value
+    return pairs
+
+
+def spec_from_args(args: argparse.Namespace, **extra: Any) -> DeploymentSpec:
+    """The spec from ``--config`` plus the flags given (flags win)."""
+    overrides: dict[str, Any] = {}
+    for flag, name, _options in PLAN_FLAGS + DEPLOY_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and name in _MAPPINGS:
+            value = _pairs(flag, name, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        overrides[name] = value
+    overrides.update(extra)
+    return load_spec(args.config, **overrides)

@@ -1,0 +1,274 @@
+"""The deployment spec: one frozen, validated description of a deployment.
+
+A spec loads from a YAML or TOML file, from keyword arguments and from CLI
+flags; later sources override earlier ones. Unknown keys are rejected and every
+error names the field. ``docs/configuration.md`` is generated from the field
+descriptions (``inf2-deploy config-reference``).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+__all__ = ["DeploymentSpec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES"]
+
+DEFAULT_LMI_VERSION = "0.29.0"
+INSTANCE_TYPES = ("ml.inf2.xlarge", "ml.inf2.8xlarge", "ml.inf2.24xlarge", "ml.inf2.48xlarge")
+
+# SageMaker's documented name rule for endpoints, endpoint configs and models.
+_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_BUCKET = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{0,512}$")
+_KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+|alias/[\w/-]+|[0-9a-f-]{36})$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+_TAG = re.compile(r"^[\w.:/=+@ -]*$")
+_SECRET_ENV = re.compile(r"(TOKEN|SECRET|PASSWORD|ACCESS_KEY)", re.IGNORECASE)
+
+
+class DeploymentSpec(BaseModel):
+    """Everything needed to plan, package and deploy one GPT-J endpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    model: str = Field(
+        "gpt-j-6b",
+        description="What to deploy: the alias gpt-j-6b or tiny-gptj, a Hugging Face id "
+        "(owner/name), a local checkpoint folder, or an s3:// prefix holding one.",
+    )
+    endpoint_name: str | None = Field(
+        None,
+        description="SageMaker endpoint name: letters, digits and hyphens, at most 63 characters. "
+        "Default: derived from the model.",
+    )
+    region: str | None = Field(
+        None, description="AWS region. Default: the standard AWS resolution (AWS_REGION, profile)."
+    )
+    instance_type: str | None = Field(
+        None,
+        description="ml.inf2.xlarge, ml.inf2.8xlarge, ml.inf2.24xlarge or ml.inf2.48xlarge. "
+        "Default: the cheapest that fits.",
+    )
+    instance_count: int = Field(1, ge=1, le=100, description="Instances behind the endpoint.")
+    tensor_parallel_degree: int | None = Field(
+        None,
+        ge=1,
+        description="NeuronCores that share the model (tp). Must divide the attention heads. "
+        "Default: the smallest that fits.",
+    )
+    n_positions: int | None = Field(
+        None,
+        ge=8,
+        description="Longest sequence (prompt + generated tokens) the compiled graphs accept. "
+        "Default: the model's maximum, capped at 1024.",
+    )
+    batch_size: int = Field(1, ge=1, le=256, description="Compiled batch size; requests are batched up to it.")
+    dtype: Literal["fp16", "bf16", "fp32"] = Field(
+        "fp16", description="Weight and compute type on the NeuronCores (LMI's option.dtype)."
+    )
+    role_arn: str | None = Field(
+        None, description="IAM role the endpoint runs as (arn:aws:iam::ACCOUNT:role/NAME). Required to deploy."
+    )
+    bucket: str | None = Field(
+        None, description="S3 bucket for the artifact. Default: sagemaker-REGION-ACCOUNT, created if absent."
+    )
+    prefix: str = Field("inf2-deploy", description="S3 key prefix under which artifacts are stored.")
+    kms_key_id: str | None = Field(
+        None, description="KMS key for server-side encryption of uploads. Default: SSE-S3 (AES256)."
+    )
+    lmi_version: str = Field(
+        DEFAULT_LMI_VERSION,
+        description="LMI (djl-inference) neuronx image version, looked up in the SageMaker SDK's registry.",
+    )
+    image_uri: str | None = Field(None, description="Serving image URI; overrides the lmi_version lookup.")
+    model_loading_timeout: int = Field(
+        3600, ge=60, le=14400, description="Seconds DJL allows the handler to load and compile the model."
+    )
+    startup_health_check_timeout: int = Field(
+        3600,
+        ge=60,
+        le=3600,
+        description="ContainerStartupHealthCheckTimeoutInSeconds: Neuron compilation happens inside it.",
+    )
+    model_download_timeout: int = Field(
+        3600, ge=60, le=3600, description="ModelDataDownloadTimeoutInSeconds for the weights."
+    )
+    volume_size_gb: int | None = Field(
+        None, ge=1, le=512, description="Endpoint storage volume in GB. Default: sized from the artifact."
+    )
+    inference_ami_version: str | None = Field(
+        None, description="InferenceAmiVersion of the production variant, e.g. al2-ami-sagemaker-inference-neuron-2."
+    )
+    compile_cache_url: str | None = Field(
+        None,
+        description="NEURON_COMPILE_CACHE_URL for the container. Default: s3://BUCKET/PREFIX/neuron-cache/.",
+    )
+    neuron_cc_flags: str | None = Field(None, description="Extra neuronx-cc flags (NEURON_CC_FLAGS).")
+    subnets: tuple[str, ...] = Field((), description="VPC subnet ids for the model (VpcConfig).")
+    security_group_ids: tuple[str, ...] = Field((), description="VPC security group ids for the model.")
+    enable_network_isolation: bool = Field(False, description="Run the container without network access.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the container.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every resource created.")
+    price_per_hour: float | None = Field(
+        None, gt=0, description="Instance price in USD per hour, overriding the reference price."
+    )
+
+    @field_validator("endpoint_name")
+    @classmethod
+    def _endpoint_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SAGEMAKER_NAME.match(value):
+            raise ValueError(
+                "must be 1-63 letters, digits or hyphens, starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name an alias, a Hugging Face id, a folder or an s3:// prefix")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not _REGION.match(value):
+            raise ValueError("must look like us-east-1")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in INSTANCE_TYPES:
+            raise ValueError(f"must be one of {', '.join(INSTANCE_TYPES)}")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_ARN.match(value):
+            raise ValueError("must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME")
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET.match(value):
+            raise ValueError("must be a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not _PREFIX.match(value) or ".." in value.split("/"):
+            raise ValueError("must be an S3 key prefix of safe characters with no '..' segments")
+        return value
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms_key(cls, value: str | None) -> str | None:
+        if value is not None and not _KMS_KEY.match(value):
+            raise ValueError("must be a KMS key id, key ARN or alias/NAME")
+        return value
+
+    @field_validator("compile_cache_url")
+    @classmethod
+    def _compile_cache(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("s3://") or value.startswith("/")):
+            raise ValueError("must be an s3:// URL or an absolute path in the container")
+        if value is not None and value.rstrip("/").startswith("/opt/ml/model"):
+            raise ValueError("must not be under /opt/ml/model, which is read-only on SageMaker")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+            if "\n" in text or "\x00" in text:
+                raise ValueError(f"{name} has a newline or NUL in its value")
+            if _SECRET_ENV.search(name):
+                raise ValueError(
+                    f"{name} looks like a secret; pass the Hugging Face token with HF_TOKEN in your "
+                    "environment instead of writing it into a spec"
+                )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not (1 <= len(key) <= 128) or not _TAG.match(key) or key.lower().startswith("aws:"):
+                raise ValueError(f"tag key {key!r} must be 1-128 safe characters, not starting with aws:")
+            if len(text) > 256 or not _TAG.match(text):
+                raise ValueError(f"tag {key!r} value must be at most 256 safe characters")
+        return value
+
+    def replace(self, **changes: Any) -> DeploymentSpec:
+        """A copy with ``changes`` applied and validated."""
+        return build_spec({**self.model_dump(), **changes})
+
+
+def build_spec(values: dict[str, Any]) -> DeploymentSpec:
+    """Validate ``values`` into a spec, turning pydantic's errors into a ``ConfigError``."""
+    try:
+        return DeploymentSpec(**values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "spec"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = f"unknown setting; allowed settings are {', '.join(DeploymentSpec.model_fields)}"
+            problems.append((field, f"{message} (got {error.get('input')!r})"))
+        raise ConfigError.from_problems(problems) from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", field="config", value=str(path)) from None
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}", field="config") from None
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}", field="config") from None
+    else:
+        raise ConfigError(f"{path} must end in .yaml, .yml or .toml", field="config", value=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings", field="config", value=str(path))
+    return data
+
+
+def load_spec(config_file: str | Path | None = None, **overrides: Any) -> DeploymentSpec:
+    """Load a spec from an optional YAML/TOML file, then apply ``overrides``.
+
+    Overrides whose value is ``None`` are ignored, so unset CLI flags leave the
+    file's value in place.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or a setting is invalid.
+    """
+    values: dict[str, Any] = _read_file(Path(config_file)) if config_file is not None else {}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return build_spec(values)
