@@ -5,8 +5,9 @@ every ``option.*`` key to the Python engine with the prefix stripped. A key
 written with spaces around ``=`` is not recognised by DJL, so we refuse it
 instead of silently ignoring it.
 """
+from __future__ import annotations
+
 from pathlib import Path
-from typing import Dict, Union
 
 __all__ = ["PropertiesError", "parse_properties", "read_properties", "handler_properties"]
 
@@ -17,15 +18,15 @@ class PropertiesError(ValueError):
     """A ``serving.properties`` line that DJL would not read as intended."""
 
     def __init__(self, line_number: int, line: str, reason: str) -> None:
-        super().__init__("serving.properties line %d (%r): %s" % (line_number, line, reason))
+        super().__init__(f"serving.properties line {line_number} ({line!r}): {reason}")
         self.line_number = line_number
         self.line = line
         self.reason = reason
 
 
-def parse_properties(text: str) -> Dict[str, str]:
+def parse_properties(text: str) -> dict[str, str]:
     """Parse ``serving.properties`` text into an ordered ``{key: value}`` dict."""
-    properties: Dict[str, str] = {}
+    properties: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -41,12 +42,12 @@ def parse_properties(text: str) -> Dict[str, str]:
     return properties
 
 
-def read_properties(path: Union[str, Path]) -> Dict[str, str]:
+def read_properties(path: str | Path) -> dict[str, str]:
     """Read and parse a ``serving.properties`` file."""
     return parse_properties(Path(path).read_text(encoding="utf-8"))
 
 
-def handler_properties(properties: Dict[str, str], model_dir: Union[str, Path]) -> Dict[str, str]:
+def handler_properties(properties: dict[str, str], model_dir: str | Path) -> dict[str, str]:
     """The properties a DJL Python handler sees: model-level keys, ``option.`` keys
     with the prefix stripped (options win), and ``model_dir``."""
     seen = {k: v for k, v in properties.items() if not k.startswith(OPTION_PREFIX)}

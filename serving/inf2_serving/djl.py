@@ -1,0 +1,96 @@
+"""The DJL Python-engine adapter: ``handle(inputs)`` over :class:`ModelHandler`.
+
+DJL calls ``handle`` once with an empty input at start-up; the model is loaded and
+compiled then, so ``/ping`` turns healthy only when it is ready. Properties come
+from ``inputs.get_properties()`` of that first call (``option.`` already stripped,
+``model_dir`` added). With DJL dynamic batching (model-level ``batch_size``) a
+request batch arrives as one input split by ``get_batches()``; each answer goes back
+with ``batch_index``. In a batch, a client error is that item's JSON body
+``{"error", "code": 400}`` since DJL gives the whole batch one status; single
+requests get ``Output.error(..., code=400)``. Streaming needs a batch of one.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .handler import HandlerNotReady, ModelHandler, ReadinessState
+from .schema import GenerationRequest, InvalidRequest, error_body, parse_body
+
+__all__ = ["handle", "handler"]
+
+handler = ModelHandler()
+"""The process-wide handler; DJL runs one worker process per model."""
+
+JSONLINES = "application/jsonlines"
+
+
+def _jsonline(item: dict[str, Any]) -> bytes:
+    return (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _parse(item: Any) -> GenerationRequest:
+    data = item.get_as_bytes()
+    if data is None:
+        raise InvalidRequest('the request body is empty; send {"inputs": "your prompt"}')
+    return parse_body(bytes(data))
+
+
+def _single(inputs: Any, output: Any) -> Any:
+    try:
+        request = _parse(inputs)
+        if request.stream:
+            lines = handler.stream(request)
+            output.add_property("content-type", JSONLINES)
+            output.add_stream_content(lines, output_formatter=_jsonline)
+            return output
+        body = handler.generate(request)
+    except (InvalidRequest, HandlerNotReady) as exc:
+        return output.error(str(exc), code=exc.code)
+    output.add_property("content-type", "application/json")
+    return output.add_as_json(body)
+
+
+def _batch(items: list[Any], output: Any) -> Any:
+    if len(items) == 1:
+        return _single(items[0], output)
+    requests: list[GenerationRequest | None] = []
+    answers: dict[int, Any] = {}
+    for index, item in enumerate(items):
+        try:
+            request = _parse(item)
+        except InvalidRequest as exc:
+            answers[index] = error_body(str(exc), exc.code)
+            requests.append(None)
+            continue
+        if request.stream:
+            answers[index] = error_body('"stream": true is not supported in a DJL batch; send it alone')
+            requests.append(None)
+        else:
+            requests.append(request)
+    valid = [(i, r) for i, r in enumerate(requests) if r is not None]
+    results = handler.generate_many([r for _, r in valid])
+    for position, (index, _) in enumerate(valid):
+        result = results[position]
+        if isinstance(result, InvalidRequest):
+            result = error_body(str(result), result.code)
+        answers[index] = result
+    for index in range(len(items)):
+        output.add_as_json(answers[index], batch_index=index)
+    return output
+
+
+def handle(inputs: Any) -> Any:
+    """DJL entry point: initialize on the first call, then answer requests.
+
+    Returns None for DJL's empty warm-up call, else a ``djl_python.outputs.Output``.
+    """
+    from djl_python.outputs import Output
+
+    if handler.state is not ReadinessState.READY:
+        handler.initialize(inputs.get_properties())
+    if inputs.is_empty():
+        return None
+    if inputs.is_batch():
+        return _batch(inputs.get_batches(), Output())
+    return _single(inputs, Output())
