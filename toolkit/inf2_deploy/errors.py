@@ -103,7 +103,15 @@ class ModelSourceError(Inf2DeployError, OSError):
 
 
 class AwsError(Inf2DeployError, RuntimeError):
-    """An AWS call failed."""
+    """An AWS call failed.
+
+    Args:
+        code: the AWS error code (e.g. ``ValidationException``), when AWS gave one.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.code = code
 
 
 class CredentialsError(AwsError):
