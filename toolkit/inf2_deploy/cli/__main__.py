@@ -1,0 +1,6 @@
+"""``python -m inf2_deploy.cli``."""
+import sys
+
+from . import main
+
+sys.exit(main())
