@@ -18,12 +18,34 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .planner import Plan
 
-__all__ = ["render_properties", "parse_properties", "serving_properties", "ENTRY_POINT"]
+__all__ = ["render_properties", "parse_properties", "serving_properties", "ENTRY_POINT", "PROPERTY_REFERENCE"]
 
 ENTRY_POINT = "model.py"
 # How long DJL waits to fill a dynamic batch, as in DJL's own examples.
 DEFAULT_MAX_BATCH_DELAY_MS = 100
 _KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+# Every serving.properties key we write or the handler reads: (key, default, meaning).
+# docs/configuration.md is generated from this table.
+PROPERTY_REFERENCE: tuple[tuple[str, str, str], ...] = (
+    ("engine", "Python", "DJL engine that runs model.py."),
+    ("option.entryPoint", ENTRY_POINT, "The handler file at the artifact root."),
+    ("option.rolling_batch", "disable", "LMI's rolling batcher stays off; DJL's dynamic batching feeds our handler."),
+    ("option.tensor_parallel_degree", "from the plan", "NeuronCores the model is sharded over (tp)."),
+    ("option.n_positions", "from the plan", "Longest sequence the compiled graphs accept."),
+    ("option.batch_size", "1", "Compiled batch size; partial batches are padded."),
+    ("option.dtype", "fp16", "fp32, fp16 or bf16; transformers-neuronx amp f32/f16/bf16."),
+    ("option.model_loading_timeout", "3600", "Seconds DJL waits for load plus Neuron compilation."),
+    ("option.model_id", "unset", "Weights location when they are not in the artifact folder."),
+    ("option.neuron_cc_flags", "unset", "Extra neuronx-cc flags, exported as NEURON_CC_FLAGS."),
+    ("option.compiled_cache_url", "env NEURON_COMPILE_CACHE_URL, else /var/tmp/neuron-compile-cache",
+     "Neuron persistent compile cache (local path or s3:// URL); never under /opt/ml/model."),
+    ("option.backend", "auto", "neuron, cpu or auto (neuron when /dev/neuron0 exists and transformers-neuronx "
+     "imports)."),
+    ("batch_size", "unset (1)", "DJL dynamic batching: requests gathered into one handler call; written when "
+     "batch_size > 1."),
+    ("max_batch_delay", str(DEFAULT_MAX_BATCH_DELAY_MS), "Milliseconds DJL waits to fill a dynamic batch."),
+)
 
 
 def render_properties(properties: Mapping[str, object]) -> str:
