@@ -1,0 +1,312 @@
+"""A local server that speaks the LMI container's HTTP contract (``inf2-deploy serve``).
+
+It loads an artifact folder the way the container does (``serving.properties``,
+``option.`` stripped, ``model_dir`` added, then the handler) and emulates DJL
+serving's front end:
+
+- ``GET /ping``: 503 while the model loads (or failed), 200 once it is READY.
+- ``POST /invocations`` and ``POST /predictions/{model}``: the LMI schema. Streaming
+  answers are chunked ``application/jsonlines``.
+- Dynamic batching like DJL's: concurrent requests are gathered up to the model's
+  ``batch_size`` prompts, waiting at most ``max_batch_delay`` ms after the first.
+- Bodies over ``body_limit_bytes`` (1 MiB by default) get 413.
+
+Only this module imports starlette and uvicorn; the container never imports it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from .handler import HandlerNotReady, ModelHandler, ReadinessState
+from .properties import handler_properties, read_properties
+from .schema import GenerationRequest, InvalidRequest, error_body, parse_body
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["DEFAULT_BODY_LIMIT", "DEFAULT_MAX_BATCH_DELAY_MS", "create_app", "load_artifact_properties",
+           "main", "serve"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BODY_LIMIT = 1 << 20
+DEFAULT_MAX_BATCH_DELAY_MS = 100  # DJL's default max_batch_delay
+JSONLINES = "application/jsonlines"
+
+
+class _BodyTooLarge(Exception):
+    """The request body is over the limit (HTTP 413)."""
+
+
+def load_artifact_properties(artifact_dir: str | os.PathLike, backend: str | None = None) -> dict[str, str]:
+    """The properties the container's handler would see for ``artifact_dir``.
+
+    Args:
+        artifact_dir: folder holding ``serving.properties`` (the model_dir).
+        backend: overrides the ``backend`` property when given.
+
+    Raises:
+        FileNotFoundError: there is no ``serving.properties``.
+        inf2_serving.properties.PropertiesError: a line DJL would misread.
+    """
+    path = os.path.join(os.fspath(artifact_dir), "serving.properties")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found; point serve at a packaged artifact folder")
+    props = handler_properties(read_properties(path), os.path.abspath(os.fspath(artifact_dir)))
+    if backend is not None:
+        props["backend"] = backend
+    return props
+
+
+class DynamicBatcher:
+    """Gathers concurrent requests into batches like DJL's front end.
+
+    Args:
+        handler: a handler that is (or will be) READY; batches use its ``batch_size``.
+        max_delay_s: how long to wait for a batch to fill after its first request.
+    """
+
+    def __init__(self, handler: ModelHandler, max_delay_s: float) -> None:
+        self._handler = handler
+        self._max_delay_s = max_delay_s
+        self._pending: list[tuple[GenerationRequest, asyncio.Future]] = []
+        self._arrived = asyncio.Event()
+        # The model runs one batch at a time; a single worker keeps the order.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inf2-batch")
+
+    async def submit(self, request: GenerationRequest) -> Any:
+        """Queue a request and wait for its response body (or InvalidRequest)."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        self._arrived.set()
+        return await future
+
+    def _take(self, limit: int) -> list[tuple[GenerationRequest, asyncio.Future]]:
+        taken: list[tuple[GenerationRequest, asyncio.Future]] = []
+        prompts = 0
+        while self._pending:
+            size = len(self._pending[0][0].prompts)
+            if taken and prompts + size > limit:
+                break
+            taken.append(self._pending.pop(0))
+            prompts += size
+        return taken
+
+    def _prompts(self) -> int:
+        return sum(len(request.prompts) for request, _ in self._pending)
+
+    async def run(self) -> None:
+        """Serve batches until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            limit = self._handler.config.batch_size if self._handler.config else 1
+            deadline = loop.time() + self._max_delay_s
+            while self._prompts() < limit and loop.time() < deadline:
+                self._arrived.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
+            batch = self._take(limit)
+            requests = [request for request, _ in batch]
+            try:
+                results = await loop.run_in_executor(self._executor, self._handler.generate_many, requests)
+            except Exception as exc:  # every waiting request gets the failure as its 500
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for position, (_, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(results[position])
+
+    def close(self) -> None:
+        """Stop the worker thread once the running batch ends."""
+        self._executor.shutdown(wait=False)
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge()
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _jsonlines(lines: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    try:
+        for line in lines:
+            yield (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+    except Exception as exc:  # the 200 status is already sent: report the failure in band
+        logger.exception("streaming generation failed")
+        yield (json.dumps(error_body(f"generation failed: {exc}", 500)) + "\n").encode("utf-8")
+
+
+def create_app(
+    artifact_dir: str | os.PathLike,
+    *,
+    backend: str | None = "auto",
+    max_batch_delay_ms: float | None = None,
+    body_limit_bytes: int = DEFAULT_BODY_LIMIT,
+    ready_callback: Callable[[], None] | None = None,
+    handler: ModelHandler | None = None,
+) -> Starlette:
+    """Build the ASGI app for an artifact folder; the model loads in the background at startup.
+
+    Args:
+        artifact_dir: the packaged artifact (``serving.properties`` and weights or ``model_id``).
+        backend: ``cpu``, ``neuron`` or ``auto``; None keeps the artifact's ``backend`` property.
+        max_batch_delay_ms: batching wait; default the ``max_batch_delay`` property, else 100.
+        body_limit_bytes: larger request bodies get 413.
+        ready_callback: called once the model is READY.
+        handler: an existing handler to serve (tests share one); default a new one.
+
+    Raises:
+        FileNotFoundError: no ``serving.properties`` in ``artifact_dir``.
+    """
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    props = load_artifact_properties(artifact_dir, backend)
+    if max_batch_delay_ms is None:
+        max_batch_delay_ms = float(props.get("max_batch_delay", DEFAULT_MAX_BATCH_DELAY_MS))
+    model_name = os.path.basename(os.path.abspath(os.fspath(artifact_dir)))
+    model = handler or ModelHandler()
+    state: dict[str, DynamicBatcher] = {}
+
+    def load() -> None:
+        try:
+            model.initialize(props)
+        except Exception:  # FAILED is reported by /ping; the handler logged the cause
+            return
+        if ready_callback is not None:
+            ready_callback()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        batcher = DynamicBatcher(model, max_batch_delay_ms / 1000.0)
+        state["batcher"] = batcher
+        task = asyncio.get_running_loop().create_task(batcher.run())
+        threading.Thread(target=load, name="inf2-load", daemon=True).start()
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            batcher.close()
+
+    def error(message: str, code: int) -> Response:
+        return JSONResponse(error_body(message, code), status_code=code)
+
+    async def ping(request: Request) -> Response:
+        if model.state is ReadinessState.READY:
+            return JSONResponse({"status": "Healthy"})
+        body: dict[str, Any] = {"status": model.state.value}
+        if model.error:
+            body["error"] = model.error
+        return JSONResponse(body, status_code=503)
+
+    async def invoke(request: Request) -> Response:
+        if model.state is not ReadinessState.READY:
+            return error(f"the model is {model.state.value.lower()}; retry when /ping returns 200", 503)
+        try:
+            generation = parse_body(await _read_body(request, body_limit_bytes))
+            if generation.stream:
+                lines = model.stream(generation)
+                return StreamingResponse(_jsonlines(lines), media_type=JSONLINES)
+            result = await state["batcher"].submit(generation)
+        except _BodyTooLarge:
+            return error(f"the request body is over {body_limit_bytes} bytes; send a shorter request", 413)
+        except (InvalidRequest, HandlerNotReady) as exc:
+            return error(str(exc), exc.code)
+        if isinstance(result, InvalidRequest):
+            return error(str(result), result.code)
+        return JSONResponse(result)
+
+    async def predictions(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name != model_name:
+            return error(f"model {name!r} not found; this server serves {model_name!r}", 404)
+        return await invoke(request)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        logger.error("request failed", exc_info=exc)
+        return error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    return Starlette(
+        routes=[
+            Route("/ping", ping, methods=["GET"]),
+            Route("/invocations", invoke, methods=["POST"]),
+            Route("/predictions/{model}", predictions, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={Exception: internal_error},
+    )
+
+
+def serve(
+    artifact_dir: str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    backend: str = "auto",
+    max_batch_delay_ms: float | None = None,
+    body_limit_bytes: int = DEFAULT_BODY_LIMIT,
+    ready_callback: Callable[[], None] | None = None,
+) -> None:
+    """Serve an artifact folder with uvicorn until interrupted (see :func:`create_app`)."""
+    import uvicorn
+
+    app = create_app(
+        artifact_dir,
+        backend=backend,
+        max_batch_delay_ms=max_batch_delay_ms,
+        body_limit_bytes=body_limit_bytes,
+        ready_callback=ready_callback,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m inf2_serving.server ARTIFACT_DIR [--host] [--port] [--backend] [--max-batch-delay-ms]``."""
+    parser = argparse.ArgumentParser(prog="inf2-serve", description=__doc__.splitlines()[0])
+    parser.add_argument("artifact_dir")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--backend", choices=("cpu", "neuron", "auto"), default="auto")
+    parser.add_argument("--max-batch-delay-ms", type=float, default=None)
+    parser.add_argument("--body-limit-bytes", type=int, default=DEFAULT_BODY_LIMIT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(
+        args.artifact_dir,
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        body_limit_bytes=args.body_limit_bytes,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

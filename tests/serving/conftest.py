@@ -1,0 +1,80 @@
+"""Shared fixtures for the serving tests: one tiny GPT-J and one CPU handler per session."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+STANDINS = Path(__file__).parent / "standins"
+STANDIN_PACKAGES = ("djl_python", "transformers_neuronx")
+
+
+def write_artifact(folder: Path, weights: Path, **options: str) -> Path:
+    """Write an artifact folder the way the packager does: serving.properties, weights elsewhere."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["engine=Python", "option.entryPoint=model.py", f"option.model_id={weights}"]
+    for key, value in options.items():
+        prefix = "" if key in ("batch_size", "max_batch_delay") else "option."
+        lines.append(f"{prefix}{key}={value}")
+    (folder / "serving.properties").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inf2_deploy.tiny import build_tiny_gptj
+
+    return build_tiny_gptj(tmp_path_factory.mktemp("models") / "tiny-gptj")
+
+
+@pytest.fixture(scope="session")
+def artifact(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path) -> Path:
+    return write_artifact(
+        tmp_path_factory.mktemp("artifacts") / "tiny-gptj-cpu", tiny_gptj,
+        backend="cpu", batch_size="4", n_positions="128", dtype="fp32", max_batch_delay="200",
+    )
+
+
+@pytest.fixture(scope="session")
+def cpu_handler(artifact: Path):
+    from inf2_serving.handler import ModelHandler
+    from inf2_serving.server import load_artifact_properties
+
+    handler = ModelHandler()
+    handler.initialize(load_artifact_properties(artifact))
+    return handler
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_gptj: Path) -> Callable[[str, int], str]:
+    """Greedy continuation straight from transformers, unbatched: the ground truth."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gptj)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gptj).eval()
+
+    def generate(prompt: str, max_new_tokens: int) -> str:
+        ids = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id)
+        return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    return generate
+
+
+@pytest.fixture
+def standins(monkeypatch: pytest.MonkeyPatch):
+    """Put the djl_python and transformers_neuronx stand-ins on sys.path for one test."""
+    def forget() -> None:
+        for name in list(sys.modules):
+            if name.split(".")[0] in STANDIN_PACKAGES:
+                del sys.modules[name]
+
+    forget()
+    monkeypatch.syspath_prepend(str(STANDINS))
+    yield STANDINS
+    forget()
