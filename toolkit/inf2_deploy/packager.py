@@ -1,0 +1,289 @@
+"""Package a checkpoint into the folder the container sees at /opt/ml/model.
+
+The artifact folder holds::
+
+    model.safetensors | model-0000N-of-0000M.safetensors + model.safetensors.index.json
+    config.json                 torch_dtype set to the plan's dtype
+    generation_config.json      when the source has one
+    vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json
+    serving.properties          rendered from the plan
+    model.py                    DJL's entry point, from the installed inf2_serving
+    inf2_serving/               the serving package model.py imports
+    manifest.json               sizes, sha256 and S3 ETags of all of the above
+
+The folder is built in a temporary sibling and moved into place at the end, so
+a failure never leaves a half-written artifact. An unchanged source, plan and
+serving code with an intact artifact is not rebuilt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .catalog import ModelFacts, gptj_tensor_shapes
+from .convert import DEFAULT_MAX_SHARD_BYTES, TORCH_DTYPE_NAMES, convert_weights
+from .errors import ConfigError, ModelSourceError
+from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, ArtifactFile, FileDigest, write_manifest
+from .planner import Plan, check_plan
+from .properties import render_properties
+from .sources import Checkpoint, ProgressCallback, resolve_checkpoint
+from .spec import DeploymentSpec
+from .version import __version__
+
+__all__ = ["package", "serving_code_files", "tokenizer_files"]
+
+SERVING_ENTRY = "model.py"
+SERVING_PACKAGE = "inf2_serving"
+_EOS_TEXT = "<|endoftext|>"
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def serving_code_files() -> dict[str, bytes]:
+    """The serving code shipped in the artifact: ``model.py`` plus ``inf2_serving/*.py``.
+
+    Raises:
+        ModelSourceError: the installed inf2_serving package has no model.py.
+    """
+    import inf2_serving
+
+    root = Path(inf2_serving.__file__).parent
+    entry = root / SERVING_ENTRY
+    if not entry.is_file():
+        raise ModelSourceError(f"the installed {SERVING_PACKAGE} package at {root} has no {SERVING_ENTRY}",
+                               field="model", value=str(root), hint="reinstall inf2-deploy")
+    files = {SERVING_ENTRY: entry.read_bytes()}
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if "__pycache__" in relative.parts or relative == Path(SERVING_ENTRY):
+            continue
+        files[f"{SERVING_PACKAGE}/{relative.as_posix()}"] = path.read_bytes()
+    return files
+
+
+def _bpe_from_tokenizer_json(path: Path, source_id: str) -> dict[str, bytes]:
+    """vocab.json, merges.txt (and added_tokens.json) from a byte-level BPE tokenizer.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on parse errors
+        raise ModelSourceError(f"cannot read tokenizer.json of {source_id}: {exc}", field="model",
+                               value=source_id) from None
+    if not isinstance(tokenizer.model, models.BPE) or not isinstance(tokenizer.pre_tokenizer,
+                                                                     pre_tokenizers.ByteLevel):
+        raise ModelSourceError(
+            f"tokenizer.json of {source_id} is not a byte-level BPE (GPT-2) tokenizer, so it cannot be "
+            "written as vocab.json + merges.txt", field="model", value=source_id,
+            hint="add vocab.json and merges.txt to the checkpoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.model.save(tmp)
+        files = {name: (Path(tmp) / name).read_bytes() for name in ("vocab.json", "merges.txt")}
+    vocab = tokenizer.model.get_vocab() if hasattr(tokenizer.model, "get_vocab") else tokenizer.get_vocab(False)
+    added = {token.content: index for index, token in tokenizer.get_added_tokens_decoder().items()
+             if token.content not in vocab}
+    if added:
+        files["added_tokens.json"] = _json_bytes(added)
+    return files
+
+
+def tokenizer_files(checkpoint: Checkpoint) -> dict[str, bytes]:
+    """The tokenizer in the form transformers 4.4x and 5.x both load: GPT2Tokenizer, no tokenizer.json.
+
+    Raises:
+        ModelSourceError: the checkpoint has no usable tokenizer.
+    """
+    source_id = checkpoint.source["id"]
+    vocab, merges = checkpoint.optional_file("vocab.json"), checkpoint.optional_file("merges.txt")
+    tokenizer_json = checkpoint.optional_file("tokenizer.json")
+    if vocab and merges:
+        files = {"vocab.json": vocab.read_bytes(), "merges.txt": merges.read_bytes()}
+    elif tokenizer_json:
+        files = _bpe_from_tokenizer_json(tokenizer_json, source_id)
+    else:
+        raise ModelSourceError(
+            f"checkpoint {source_id} has no tokenizer: vocab.json and merges.txt (or tokenizer.json) are "
+            f"missing from {checkpoint.directory}", field="model", value=source_id)
+    added = checkpoint.optional_file("added_tokens.json")
+    if added:
+        files["added_tokens.json"] = added.read_bytes()
+
+    config: dict[str, Any] = {}
+    config_path = checkpoint.optional_file("tokenizer_config.json")
+    if config_path:
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelSourceError(f"cannot read tokenizer_config.json of {source_id}: {exc}", field="model",
+                                   value=source_id) from None
+    # transformers 5 writes "TokenizersBackend", which 4.x cannot load, and a
+    # tokenizer_file would point at the tokenizer.json we deliberately leave out.
+    config["tokenizer_class"] = "GPT2Tokenizer"
+    config.pop("tokenizer_file", None)
+    files["tokenizer_config.json"] = _json_bytes(config)
+
+    special = checkpoint.optional_file("special_tokens_map.json")
+    if special:
+        files["special_tokens_map.json"] = special.read_bytes()
+    else:
+        derived = {key: config[key] for key in _SPECIAL_KEYS if isinstance(config.get(key), str)}
+        files["special_tokens_map.json"] = _json_bytes(derived or {key: _EOS_TEXT for key in _SPECIAL_KEYS[:3]})
+    return files
+
+
+def _model_config(checkpoint: Checkpoint, dtype: str) -> bytes:
+    config = dict(checkpoint.config)
+    config["torch_dtype"] = TORCH_DTYPE_NAMES[dtype]
+    if "dtype" in config:  # transformers 5 saves the same setting under this name
+        config["dtype"] = TORCH_DTYPE_NAMES[dtype]
+    return _json_bytes(config)
+
+
+def _small_files(checkpoint: Checkpoint, plan: Plan) -> dict[str, bytes]:
+    files = {"config.json": _model_config(checkpoint, plan.spec.dtype)}
+    generation = checkpoint.optional_file("generation_config.json")
+    if generation:
+        files["generation_config.json"] = generation.read_bytes()
+    files.update(tokenizer_files(checkpoint))
+    files["serving.properties"] = render_properties(plan.serving_properties).encode("utf-8")
+    files.update(serving_code_files())
+    return files
+
+
+def _write_small(folder: Path, files: dict[str, bytes], part_size: int) -> list[ArtifactFile]:
+    written = []
+    for relative, data in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        digest = FileDigest(part_size)
+        digest.update(data)
+        written.append(digest.result(relative))
+    return written
+
+
+def _digests(files: dict[str, bytes], part_size: int) -> dict[str, str]:
+    result = {}
+    for relative, data in files.items():
+        digest = FileDigest(part_size)
+        digest.update(data)
+        result[relative] = digest.sha256
+    return result
+
+
+def _existing_artifact(output: Path) -> Artifact | None:
+    """The artifact at ``output``, None when there is none yet.
+
+    Raises:
+        ConfigError: ``output`` is a file, or a non-empty folder that is not an artifact.
+    """
+    if not output.exists():
+        return None
+    if not output.is_dir():
+        raise ConfigError(f"output {output} exists and is not a folder", field="output", value=str(output))
+    if not (output / MANIFEST_NAME).exists():
+        if any(output.iterdir()):
+            raise ConfigError(f"output {output} is a non-empty folder without {MANIFEST_NAME}; "
+                              "refusing to replace it", field="output", value=str(output),
+                              hint="choose a new or empty folder")
+        return None
+    try:
+        return Artifact.load(output)
+    except ModelSourceError:
+        return None  # a broken artifact of ours: rebuild it
+
+
+def _unchanged(artifact: Artifact, expected: dict[str, Any], serving: dict[str, str]) -> bool:
+    """Whether ``artifact`` was built from the same inputs and its files are intact (by size)."""
+    recorded = {"source": artifact.source, "plan": artifact.plan, "conversion": artifact.conversion,
+                "part_size": artifact.part_size, "tool_version": artifact.tool_version}
+    if recorded != expected:
+        return False
+    by_path = {f.path: f for f in artifact.files}
+    if any(by_path.get(path) is None or by_path[path].sha256 != sha for path, sha in serving.items()):
+        return False
+    present = {p.relative_to(artifact.directory).as_posix() for p in artifact.directory.rglob("*") if p.is_file()}
+    if present != set(by_path) | {MANIFEST_NAME}:
+        return False
+    return all((artifact.directory / f.path).stat().st_size == f.size for f in artifact.files)
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    # os.replace cannot replace a non-empty folder: move the old one aside first.
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / "artifact")
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def package(
+    spec_or_plan: DeploymentSpec | Plan,
+    output: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> Artifact:
+    """Build the artifact folder for a deployment.
+
+    Args:
+        spec_or_plan: the deployment; a spec is planned first and must pass.
+        output: the artifact folder to create or update.
+        force: rebuild even when the existing artifact is up to date.
+        progress: ``(done_bytes, total_bytes, label)`` callback; labels are
+            ``download`` (Hub sources) and ``weights``.
+        cache_dir: where ``tiny-gptj`` is built; default ``~/.cache/inf2-deploy``.
+        max_shard_bytes: data bytes per safetensors shard.
+
+    Returns:
+        The artifact, as recorded in its manifest.json.
+
+    Raises:
+        PlanError: the plan has errors (the same ones ``inf2-deploy plan`` shows).
+        ConfigError: ``output`` is an unrelated non-empty folder, or a setting is invalid.
+        ModelSourceError: the checkpoint is missing, incomplete, corrupt or does not
+            match its config.
+    """
+    plan = check_plan(spec_or_plan) if isinstance(spec_or_plan, DeploymentSpec) else spec_or_plan.raise_for_errors()
+    if max_shard_bytes <= 0:
+        raise ConfigError(f"max_shard_bytes must be positive, got {max_shard_bytes}", field="max_shard_bytes",
+                          value=max_shard_bytes)
+    target = Path(output).expanduser().absolute()
+    existing = _existing_artifact(target)
+    checkpoint = resolve_checkpoint(plan.spec.model, cache_dir=cache_dir, progress=progress)
+    # The checkpoint's own config decides the tensor shapes (the plan may have used a built-in copy).
+    ModelFacts.from_config(checkpoint.config, source=checkpoint.source["id"])
+    plan_dict = plan.to_dict()
+    conversion = {"dtype": plan.spec.dtype, "max_shard_bytes": max_shard_bytes}
+    serving = serving_code_files()
+    expected = json.loads(json.dumps({"source": checkpoint.source, "plan": plan_dict, "conversion": conversion,
+                                      "part_size": UPLOAD_PART_SIZE, "tool_version": __version__}))
+    if existing is not None and not force and _unchanged(existing, expected, _digests(serving, UPLOAD_PART_SIZE)):
+        return existing
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incomplete-", dir=target.parent))
+    try:
+        files = convert_weights(checkpoint, staging, dtype=plan.spec.dtype,
+                                expected_shapes=gptj_tensor_shapes(checkpoint.config),
+                                max_shard_bytes=max_shard_bytes, part_size=UPLOAD_PART_SIZE, progress=progress)
+        files += _write_small(staging, _small_files(checkpoint, plan), UPLOAD_PART_SIZE)
+        write_manifest(staging, files=files, plan=plan_dict, source=checkpoint.source,
+                       part_size=UPLOAD_PART_SIZE, conversion=conversion)
+        staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
+        _move_into_place(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return Artifact.load(target)

@@ -1,0 +1,261 @@
+"""Checkpoint sources: find the weights, config and tokenizer of a GPT-J checkpoint.
+
+A model is named the way the spec names it: the alias ``tiny-gptj`` (built
+offline into a cache folder), the alias ``gpt-j-6b`` (EleutherAI/gpt-j-6b on the
+Hugging Face Hub), a Hub id ``owner/name``, or a local folder. A folder holds
+either safetensors (one file, or shards with ``model.safetensors.index.json``)
+or PyTorch ``.bin`` files (one, or shards with ``pytorch_model.bin.index.json``).
+
+Resolving a source checks that the checkpoint is complete (config, every shard
+the index names) without reading any weights, and gives it a cheap fingerprint
+from file names, sizes and modification times, so that re-packaging an unchanged
+source can be skipped without hashing gigabytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelSourceError
+
+__all__ = [
+    "ProgressCallback",
+    "Checkpoint",
+    "WEIGHT_FORMATS",
+    "TOKENIZER_FILES",
+    "default_cache_dir",
+    "open_checkpoint",
+    "resolve_checkpoint",
+    "hub_allow_patterns",
+]
+
+ProgressCallback = Callable[[int, int, str], None]
+"""``(done_bytes, total_bytes, label) -> None``."""
+
+# (format, single file, index file, shard glob), in order of preference.
+WEIGHT_FORMATS: tuple[tuple[str, str, str, str], ...] = (
+    ("safetensors", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors"),
+    ("pytorch", "pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"),
+)
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+_METADATA_FILES = ("config.json", "generation_config.json")
+HUB_ALIASES = {"gpt-j-6b": "EleutherAI/gpt-j-6b"}
+TINY_ALIAS = "tiny-gptj"
+TINY_SEED = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint folder, checked but not read.
+
+    Attributes:
+        directory: the folder holding the files.
+        weight_format: ``"safetensors"`` or ``"pytorch"``.
+        weight_files: the weight files in the order their tensors are read.
+        config: the parsed ``config.json``.
+        source: ``{"kind", "id", "fingerprint"}``, recorded in the manifest.
+    """
+
+    directory: Path
+    weight_format: str
+    weight_files: tuple[Path, ...]
+    config: dict[str, Any]
+    source: dict[str, str]
+
+    def optional_file(self, name: str) -> Path | None:
+        """``directory/name`` when it exists."""
+        path = self.directory / name
+        return path if path.is_file() else None
+
+
+def default_cache_dir() -> Path:
+    """Where built and downloaded models are kept: ``$XDG_CACHE_HOME/inf2-deploy`` or ``~/.cache/inf2-deploy``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "inf2-deploy"
+
+
+def _missing(directory: Path, name: str, source_id: str, hint: str | None = None) -> ModelSourceError:
+    return ModelSourceError(f"checkpoint {source_id} is incomplete: {name} is missing from {directory}",
+                            field="model", value=source_id, hint=hint)
+
+
+def _read_json(path: Path, source_id: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSourceError(f"cannot read {path.name} of {source_id}: {exc}", field="model",
+                               value=source_id) from None
+
+
+def _weight_files(directory: Path, source_id: str) -> tuple[str, tuple[Path, ...]] | None:
+    """The first weight format present, with its files in order, or None when there are none."""
+    for fmt, single, index_name, _shards in WEIGHT_FORMATS:
+        index_path = directory / index_name
+        if index_path.is_file():
+            index = _read_json(index_path, source_id)
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ModelSourceError(f"{index_name} of {source_id} has no weight_map", field="model",
+                                       value=source_id)
+            names = sorted(set(weight_map.values()))
+            for name in names:
+                if not (directory / name).is_file():
+                    raise _missing(directory, name, source_id, hint=f"{index_name} names it")
+            return fmt, tuple(directory / name for name in names)
+        if (directory / single).is_file():
+            return fmt, (directory / single,)
+    return None
+
+
+def _fingerprint(files: list[Path]) -> str:
+    """sha256 over each file's name, size and modification time (cheap: nothing is read)."""
+    entries = []
+    for path in sorted(files):
+        stat = path.stat()
+        entries.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()
+
+
+def open_checkpoint(directory: str | os.PathLike[str], *, kind: str = "local", source_id: str | None = None
+                    ) -> Checkpoint:
+    """Check a local checkpoint folder and describe it, without reading weights.
+
+    Args:
+        directory: the folder.
+        kind: how it was obtained (``local``, ``hub``, ``tiny-gptj``), for the manifest.
+        source_id: the name the user gave; defaults to the folder path.
+
+    Raises:
+        ModelSourceError: the folder, ``config.json``, the weights or a shard named
+            by the index is missing, or a file cannot be parsed.
+    """
+    folder = Path(directory).expanduser()
+    source_id = source_id or str(folder)
+    if not folder.is_dir():
+        raise ModelSourceError(f"checkpoint folder {folder} does not exist", field="model", value=source_id)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise _missing(folder, "config.json", source_id)
+    config = _read_json(config_path, source_id)
+    if not isinstance(config, dict):
+        raise ModelSourceError(f"config.json of {source_id} is not a JSON object", field="model",
+                               value=source_id)
+    found = _weight_files(folder, source_id)
+    if found is None:
+        expected = " or ".join(f"{single} / {index}" for _f, single, index, _s in WEIGHT_FORMATS)
+        raise _missing(folder, f"the weights ({expected})", source_id,
+                       hint="only safetensors and PyTorch .bin checkpoints are supported")
+    fmt, weights = found
+    listed = [folder / name for name in (*_METADATA_FILES, *TOKENIZER_FILES) if (folder / name).is_file()]
+    fingerprint = _fingerprint([*weights, *listed])
+    return Checkpoint(directory=folder, weight_format=fmt, weight_files=weights, config=config,
+                      source={"kind": kind, "id": source_id, "fingerprint": fingerprint})
+
+
+def hub_allow_patterns(weight_format: str) -> list[str]:
+    """What to fetch from the Hub for one weight format: its files, the config and the tokenizer."""
+    for fmt, single, index_name, shards in WEIGHT_FORMATS:
+        if fmt == weight_format:
+            return [single, index_name, shards, *_METADATA_FILES, *TOKENIZER_FILES]
+    raise ValueError(f"unknown weight format {weight_format!r}")
+
+
+def _forwarding_tqdm(progress: ProgressCallback | None) -> type:
+    """A tqdm class for ``snapshot_download`` that draws nothing and reports bytes to ``progress``."""
+    from tqdm.auto import tqdm
+
+    state = {"bar": None}
+
+    class _Forward(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # Only the first byte bar is forwarded (huggingface_hub 1.x+ creates one for
+            # the bytes received); file-count bars are not bytes.
+            self._forwarded = kwargs.get("unit") == "B" and state["bar"] is None
+            if self._forwarded:
+                state["bar"] = self
+            self._done = int(kwargs.get("initial") or 0)
+            kwargs.pop("name", None)
+            kwargs["disable"] = True  # the caller draws progress, not huggingface_hub
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            if self._forwarded and progress is not None:
+                progress(self._done, int(self.total or 0), "download")
+            return None
+
+    return _Forward
+
+
+def _hub_checkpoint(repo_id: str, *, snapshot_download: Callable[..., str] | None,
+                    progress: ProgressCallback | None) -> Checkpoint:
+    if snapshot_download is None:
+        from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    folder: Path | None = None
+    for fmt, _single, _index, _shards in WEIGHT_FORMATS:
+        # Ask for one weight format at a time, preferring safetensors, so a repo that
+        # has both never downloads both.
+        try:
+            folder = Path(snapshot_download(repo_id, allow_patterns=hub_allow_patterns(fmt),
+                                            tqdm_class=_forwarding_tqdm(progress)))
+        except (HfHubHTTPError, LocalEntryNotFoundError) as exc:
+            raise ModelSourceError(f"cannot download {repo_id} from the Hugging Face Hub: {exc}",
+                                   field="model", value=repo_id,
+                                   hint="check the id, HF_TOKEN and the network, or pass a local folder") from None
+        found = _weight_files(folder, repo_id)
+        if found is not None and found[0] == fmt:
+            break
+    assert folder is not None
+    return open_checkpoint(folder, kind="hub", source_id=repo_id)
+
+
+def resolve_checkpoint(
+    model: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    snapshot_download: Callable[..., str] | None = None,
+) -> Checkpoint:
+    """Find (building or downloading if needed) the checkpoint ``model`` names.
+
+    Args:
+        model: ``tiny-gptj``, ``gpt-j-6b``, a Hugging Face id ``owner/name`` or a local folder.
+        cache_dir: where ``tiny-gptj`` is built; default :func:`default_cache_dir`.
+        progress: called with download progress in bytes, label ``download``.
+        snapshot_download: ``huggingface_hub.snapshot_download`` or a stand-in with its signature.
+
+    Returns:
+        The checked checkpoint.
+
+    Raises:
+        ModelSourceError: the model cannot be found, fetched, or is incomplete.
+    """
+    if model == TINY_ALIAS:
+        from .tiny import build_tiny_gptj
+
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        try:
+            built = build_tiny_gptj(folder / f"tiny-gptj-seed{TINY_SEED}", seed=TINY_SEED)
+        except OSError as exc:
+            raise ModelSourceError(f"cannot build tiny-gptj in {folder}: {exc}", field="model",
+                                   value=model) from None
+        return open_checkpoint(built, kind="tiny-gptj", source_id=model)
+    if model.startswith("s3://"):
+        raise ModelSourceError(f"cannot package from {model}: packaging reads a local folder or the Hub",
+                               field="model", value=model, hint="download the checkpoint first")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return open_checkpoint(path, kind="local", source_id=model)
+    repo_id = HUB_ALIASES.get(model, model)
+    if path.exists() or model.startswith((".", "/", "~")) or repo_id.count("/") != 1:
+        raise ModelSourceError(f"{model!r} is neither a checkpoint folder nor a Hugging Face id (owner/name)",
+                               field="model", value=model)
+    return _hub_checkpoint(repo_id, snapshot_download=snapshot_download, progress=progress)
