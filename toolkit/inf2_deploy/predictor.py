@@ -1,0 +1,449 @@
+"""Invoke a deployed model: a SageMaker endpoint (:class:`Predictor`) or a local server (:class:`LocalPredictor`).
+
+Both speak the LMI/TGI schema: the request is ``{"inputs", "parameters", "stream"}``
+and the answer ``{"generated_text", "details"?}``; a stream is JSON lines of
+``{"token": {"id", "text"}}`` whose last line also carries ``generated_text``.
+They share one interface::
+
+    predictor.generate("Hello", max_new_tokens=20)          # -> str
+    predictor.generate("Hello", details=True)               # -> the response dict
+    predictor.generate_batch(["a", "b"])                    # -> [str, str]
+    for text in predictor.stream("Hello"): ...              # token texts as they arrive
+    for line in predictor.stream_events("Hello"): ...       # every parsed JSON line
+
+Generation parameters are checked on the client, so a typo fails with a
+:class:`~inf2_deploy.errors.ConfigError` before a paid call. Every error the
+endpoint answers with, whatever the transport, is an
+:class:`~inf2_deploy.errors.InvocationError` carrying the HTTP status.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from .errors import ConfigError, CredentialsError, InvocationError
+from .jsonlines import JsonLinesError, iter_json_lines
+from .spec import _SAGEMAKER_NAME  # the spec's own rule, so the two cannot drift
+
+__all__ = [
+    "GENERATION_PARAMETERS",
+    "LocalPredictor",
+    "Predictor",
+    "check_parameters",
+    "runtime_client",
+]
+
+_JSON = "application/json"
+_JSON_LINES = "application/jsonlines"
+DEFAULT_LOCAL_TIMEOUT = 300.0
+"""Seconds LocalPredictor waits for an answer (or for the next streamed bytes)."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_stop(value: Any) -> bool:
+    if isinstance(value, str):
+        return value != ""
+    return isinstance(value, (list, tuple)) and all(isinstance(s, str) and s for s in value)
+
+
+# TGI parameter name -> (accepts the value, what it must be)
+_PARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "top_k": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "stop": (_is_stop, "a non-empty string or a list of them"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "return_full_text": (lambda v: isinstance(v, bool), "true or false"),
+    "details": (lambda v: isinstance(v, bool), "true or false"),
+}
+GENERATION_PARAMETERS: tuple[str, ...] = tuple(_PARAMETER_RULES)
+"""The TGI generation parameter names the LMI schema accepts."""
+
+
+def check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Validate generation parameters lightly; drop those set to ``None``.
+
+    Returns:
+        The parameters to send, with ``stop`` as a list.
+
+    Raises:
+        ConfigError: an unknown name (with the closest known one) or a value of the wrong kind.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if name not in _PARAMETER_RULES:
+            close = difflib.get_close_matches(name, GENERATION_PARAMETERS, n=1)
+            raise ConfigError(
+                f"unknown generation parameter; supported: {', '.join(GENERATION_PARAMETERS)}",
+                field=name, value=value, hint=f"did you mean {close[0]}?" if close else None,
+            )
+        if value is None:
+            continue
+        accepts, expected = _PARAMETER_RULES[name]
+        if not accepts(value):
+            raise ConfigError(f"must be {expected}, got {value!r}", field=name, value=value)
+        checked[name] = [value] if name == "stop" and isinstance(value, str) else value
+    if "stop" in checked:
+        checked["stop"] = list(checked["stop"])
+    return checked
+
+
+def _check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError("must be a non-empty string", field="prompt", value=prompt)
+    return prompt
+
+
+def _request(inputs: str | list[str], parameters: dict[str, Any], *, stream: bool) -> bytes:
+    payload: dict[str, Any] = {"inputs": inputs, "parameters": check_parameters(parameters)}
+    if stream:
+        payload["stream"] = True
+    return json.dumps(payload).encode("utf-8")
+
+
+def _one_result(body: Any, *, details: bool) -> str | dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("generated_text"), str):
+        raise InvocationError(f"the endpoint answered without generated_text: {str(body)[:200]}")
+    return body if details else body["generated_text"]
+
+
+def _error_text(raw: str | bytes | None) -> tuple[str | None, int | None]:
+    """The message and code of an LMI error body ``{"error", "code"}``, or the raw text."""
+    if not raw:
+        return None, None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:500], None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        code = data.get("code")
+        return data["error"], code if _is_int(code) else None
+    return text.strip()[:500], None
+
+
+class _PredictorBase(ABC):
+    """The client interface; subclasses supply the transport (``_post`` and ``_post_stream``)."""
+
+    endpoint_name: str
+
+    @abstractmethod
+    def _post(self, payload: bytes) -> Any:
+        """Send one request and return the decoded JSON answer."""
+
+    @abstractmethod
+    def _post_stream(self, payload: bytes) -> Iterator[bytes]:
+        """Send one streaming request and yield the answer's bytes as they arrive."""
+
+    def generate(self, prompt: str, **parameters: Any) -> str | dict[str, Any]:
+        """Generate a completion for ``prompt``.
+
+        Args:
+            prompt: the text to continue.
+            **parameters: TGI generation parameters (max_new_tokens, temperature, top_k,
+                top_p, do_sample, repetition_penalty, stop, seed, return_full_text, details).
+
+        Returns:
+            The generated text, or the whole response dict (with ``details``) when
+            ``details=True``.
+
+        Raises:
+            ConfigError: the prompt or a parameter is invalid (nothing was sent).
+            InvocationError: the endpoint answered with an error.
+            CredentialsError: no AWS credentials or region (SageMaker only).
+        """
+        payload = _request(_check_prompt(prompt), parameters, stream=False)
+        body = self._post(payload)
+        if isinstance(body, list) and len(body) == 1:  # some servers wrap a single answer
+            body = body[0]
+        return _one_result(body, details=bool(parameters.get("details")))
+
+    def generate_batch(self, prompts: Sequence[str], **parameters: Any) -> list[str | dict[str, Any]]:
+        """Generate completions for several prompts in one request (the server batches them).
+
+        Returns:
+            One result per prompt, in order: texts, or response dicts with ``details=True``.
+
+        Raises:
+            ConfigError: a prompt or a parameter is invalid (nothing was sent).
+            InvocationError: the endpoint answered with an error or with the wrong number of results.
+        """
+        if isinstance(prompts, str) or not prompts:
+            raise ConfigError("must be a non-empty list of prompts", field="prompts", value=prompts)
+        inputs = [_check_prompt(p) for p in prompts]
+        body = self._post(_request(inputs, parameters, stream=False))
+        if not isinstance(body, list) or len(body) != len(inputs):
+            raise InvocationError(f"the endpoint answered {len(inputs)} prompts with {str(body)[:200]}")
+        details = bool(parameters.get("details"))
+        return [_one_result(item, details=details) for item in body]
+
+    def stream_events(self, prompt: str, **parameters: Any) -> Iterator[dict[str, Any]]:
+        """Stream a completion and yield every JSON line as it arrives.
+
+        Each line is ``{"token": {"id", "text", ...}}``; the last one also carries
+        ``generated_text`` (and ``details`` when asked). The prompt and parameters
+        are checked now; the request is sent when iteration starts.
+
+        Raises:
+            ConfigError: the prompt or a parameter is invalid (raised by this call).
+            InvocationError: the endpoint answered with an error, before or during the stream.
+        """
+        payload = _request(_check_prompt(prompt), parameters, stream=True)
+        return self._events(payload)
+
+    def _events(self, payload: bytes) -> Iterator[dict[str, Any]]:
+        try:
+            for line in iter_json_lines(self._post_stream(payload)):
+                if not isinstance(line, dict):
+                    raise InvocationError(f"the endpoint streamed a line that is not an object: {line!r}")
+                if "error" in line:  # an error after the stream started, e.g. a failed step
+                    code = line.get("code")
+                    raise InvocationError(f"{self.endpoint_name}: {line['error']}",
+                                          status=code if _is_int(code) else None)
+                yield line
+        except JsonLinesError as exc:
+            raise InvocationError(f"the endpoint streamed a line that is not JSON: {exc}") from None
+
+    def stream(self, prompt: str, **parameters: Any) -> Iterator[str]:
+        """Stream a completion and yield each token's text as it arrives.
+
+        Raises:
+            ConfigError: the prompt or a parameter is invalid (raised by this call).
+            InvocationError: the endpoint answered with an error, before or during the stream.
+        """
+        return _token_texts(self.stream_events(prompt, **parameters))
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release network connections; the predictor cannot be used afterwards."""
+
+    def __enter__(self) -> _PredictorBase:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _token_texts(events: Iterator[dict[str, Any]]) -> Iterator[str]:
+    for event in events:
+        token = event.get("token")
+        if isinstance(token, dict) and isinstance(token.get("text"), str) and token["text"]:
+            yield token["text"]
+
+
+# --- SageMaker -----------------------------------------------------------------------------------------
+
+
+def runtime_client(*, region: str | None = None, session: Any = None) -> Any:
+    """The ``sagemaker-runtime`` client, from :mod:`inf2_deploy.aws` (adaptive retries).
+
+    Args:
+        region: the region; default: the session's, else the standard AWS resolution.
+        session: an :class:`inf2_deploy.aws.Session` or a ``boto3.Session``; default: a new one.
+            ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``) are honoured by botocore.
+
+    Raises:
+        CredentialsError: no region or no credentials could be found.
+    """
+    from .aws import Session, make_session
+
+    if session is None:
+        session = make_session(region)
+    elif not isinstance(session, Session):  # a boto3.Session
+        region = region or session.region_name
+        if not region:
+            raise CredentialsError("no AWS region configured", field="region",
+                                   hint="pass --region or set AWS_REGION")
+        session = Session(session, region)
+    return session.client("sagemaker-runtime")
+
+
+def _aws_error(exc: Exception, endpoint_name: str) -> Exception:
+    """Our error for a botocore exception raised by an invocation (or while streaming)."""
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return CredentialsError(f"no usable AWS credentials: {exc}",
+                                hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    if not isinstance(exc, ClientError):
+        return InvocationError(f"cannot reach the SageMaker runtime for {endpoint_name}: {exc}")
+    response = exc.response
+    error = response.get("Error", {})
+    code = error.get("Code", "")
+    message = error.get("Message") or str(exc)
+    metadata = response.get("ResponseMetadata", {})
+    status = metadata.get("HTTPStatusCode")
+    hint = None
+    if code == "ModelError":
+        # The container's own answer: its status and (LMI) {"error", "code"} body.
+        status = response.get("OriginalStatusCode", status)
+        message = _error_text(response.get("OriginalMessage"))[0] or message
+    elif code in ("ModelStreamError", "InternalStreamFailure"):
+        message = f"{code}: {message}"
+        status = status if status and status >= 400 else 500
+    elif code == "ValidationError" and "not found" in message.lower():
+        hint = "inf2-deploy list shows your deployments"
+    elif code == "ModelNotReadyException":
+        hint = f"the model is still loading; inf2-deploy status {endpoint_name}"
+    return InvocationError(f"{endpoint_name}: {message}", status=status, hint=hint,
+                           request_id=metadata.get("RequestId"))
+
+
+class Predictor(_PredictorBase):
+    """Invoke a SageMaker endpoint running the LMI container.
+
+    Args:
+        endpoint_name: the SageMaker endpoint name.
+        region: the AWS region; default: the session's, else the standard AWS resolution.
+        session: an :class:`inf2_deploy.aws.Session` or a ``boto3.Session`` to create the client from.
+        client: a ready ``sagemaker-runtime`` client (tests pass a stubbed one);
+            ``region`` and ``session`` are then ignored.
+
+    Raises:
+        ConfigError: the endpoint name is not a valid SageMaker name.
+        CredentialsError: no region or no credentials could be found.
+    """
+
+    def __init__(
+        self,
+        endpoint_name: str,
+        region: str | None = None,
+        session: Any = None,
+        *,
+        client: Any = None,
+    ) -> None:
+        if not isinstance(endpoint_name, str) or not _SAGEMAKER_NAME.match(endpoint_name):
+            raise ConfigError("must be 1-63 letters, digits or hyphens, starting with a letter or digit",
+                              field="endpoint_name", value=endpoint_name)
+        self.endpoint_name = endpoint_name
+        self._owns_client = client is None
+        self._client = client if client is not None else runtime_client(region=region, session=session)
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.endpoint_name!r}, region={self._client.meta.region_name!r})"
+
+    def _post(self, payload: bytes) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.invoke_endpoint(
+                EndpointName=self.endpoint_name, Body=payload, ContentType=_JSON, Accept=_JSON)
+            data = response["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise _aws_error(exc, self.endpoint_name) from None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise InvocationError(f"{self.endpoint_name} answered with non-JSON: {data[:200]!r}") from None
+
+    def _post_stream(self, payload: bytes) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.invoke_endpoint_with_response_stream(
+                EndpointName=self.endpoint_name, Body=payload, ContentType=_JSON, Accept=_JSON_LINES)
+            # Errors inside the stream arrive either as modeled events or, from botocore's
+            # event-stream parser, as an EventStreamError (a ClientError) while iterating.
+            for event in response["Body"]:
+                if "PayloadPart" in event:
+                    yield event["PayloadPart"].get("Bytes", b"")
+                for kind in ("ModelStreamError", "InternalStreamFailure"):
+                    if kind in event:
+                        detail = event[kind]
+                        raise InvocationError(
+                            f"{self.endpoint_name}: {kind}: {detail.get('Message') or 'no message'}",
+                            status=500, value=detail.get("ErrorCode"))
+        except (ClientError, BotoCoreError) as exc:
+            raise _aws_error(exc, self.endpoint_name) from None
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+# --- local HTTP -----------------------------------------------------------------------------------------
+
+
+class LocalPredictor(_PredictorBase):
+    """Invoke an LMI-compatible HTTP server, such as ``inf2-deploy serve`` or ``deploy --local``.
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:8080``; requests go to ``{url}/invocations``.
+        name: the local deployment's name (shown in errors); default: the URL.
+        timeout: seconds to wait for an answer or for the next streamed bytes.
+        client: an ``httpx.Client`` to send with (tests pass one with a mock transport).
+
+    Raises:
+        ConfigError: the URL is not an http(s) URL.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        timeout: float = DEFAULT_LOCAL_TIMEOUT,
+        client: httpx.Client | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError("must be an http:// or https:// URL", field="url", value=url)
+        self.url = url.rstrip("/")
+        self.endpoint_name = name or self.url
+        self._owns_client = client is None
+        self._http = client if client is not None else httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
+
+    def __repr__(self) -> str:
+        return f"LocalPredictor({self.url!r})"
+
+    def _unreachable(self, exc: httpx.TransportError) -> InvocationError:
+        return InvocationError(f"cannot reach {self.url}: {exc or type(exc).__name__}",
+                               hint="is the server running? inf2-deploy list shows local deployments")
+
+    def _http_error(self, response: httpx.Response) -> InvocationError:
+        message, _code = _error_text(response.content)
+        return InvocationError(f"{self.endpoint_name}: {message or response.reason_phrase}",
+                               status=response.status_code)
+
+    def _post(self, payload: bytes) -> Any:
+        try:
+            response = self._http.post(f"{self.url}/invocations", content=payload,
+                                       headers={"Content-Type": _JSON, "Accept": _JSON})
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise self._http_error(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise InvocationError(f"{self.endpoint_name} answered with non-JSON: {response.text[:200]!r}",
+                                  status=response.status_code) from None
+
+    def _post_stream(self, payload: bytes) -> Iterator[bytes]:
+        try:
+            with self._http.stream("POST", f"{self.url}/invocations", content=payload,
+                                   headers={"Content-Type": _JSON, "Accept": _JSON_LINES}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._http_error(response)
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._http.close()
