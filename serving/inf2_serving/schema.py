@@ -18,6 +18,7 @@ token texts always join to the final text.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,12 @@ __all__ = [
 
 DEFAULT_MAX_NEW_TOKENS = 30
 MAX_STOP_SEQUENCES = 8
+# Below this, dividing fp32 logits by the temperature overflows and sampling fails;
+# such a temperature means "always the likeliest token", so it decodes greedily.
+MIN_SAMPLING_TEMPERATURE = 1e-5
+# Logits are divided or multiplied by the penalty in fp32: far outside this range they
+# reach 0 or inf and sampling fails; inside it, 1 is off and 1.2 is the usual setting.
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
 
 
 class InvalidRequest(ValueError):
@@ -66,7 +73,7 @@ class GenerationParams:
     @property
     def sampling(self) -> bool:
         """True when tokens are sampled; temperature 0 means greedy, as in TGI."""
-        return self.do_sample and self.temperature > 0
+        return self.do_sample and self.temperature >= MIN_SAMPLING_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (JSON has no NaN or Infinity; 1e400 decodes to inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _check(ok: bool, field: str, message: str) -> None:
@@ -143,7 +156,9 @@ def _parse_params(raw: Any) -> GenerationParams:
         values["top_p"] = float(v)
     if "repetition_penalty" in values:
         v = values["repetition_penalty"]
-        _check(_is_number(v) and v > 0, "repetition_penalty", f"must be a number > 0, got {v!r}")
+        low, high = REPETITION_PENALTY_RANGE
+        _check(_is_number(v) and low <= v <= high, "repetition_penalty",
+               f"must be a number from {low} to {high}, got {v!r}")
         values["repetition_penalty"] = float(v)
     if "seed" in values:
         v = values["seed"]
@@ -187,12 +202,18 @@ def parse_request(payload: Any) -> GenerationRequest:
     return GenerationRequest(tuple(prompts), _parse_params(payload.get("parameters")), is_list, stream)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_body(body: bytes | str) -> GenerationRequest:
     """Decode a JSON request body and validate it (see :func:`parse_request`)."""
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"the request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest("the request body is nested too deeply to be a request") from None
     return parse_request(payload)
 
 
