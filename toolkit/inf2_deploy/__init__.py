@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "InvocationError": "errors",
     # models
     "build_tiny_gptj": "tiny",
+    # packaging
+    "package": "packager",
+    "Artifact": "manifest",
 }
 
 __all__ = ["__version__", *_EXPORTS]

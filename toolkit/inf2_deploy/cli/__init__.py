@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 # add_parser(subparsers) and run(args) -> int.
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("plan", "plan_cmd"),
+    ("package", "package_cmd"),
 )
 
 
