@@ -34,6 +34,10 @@ _EXPORTS: dict[str, str] = {
     # packaging
     "package": "packager",
     "Artifact": "manifest",
+    # invoking and local deployments
+    "Predictor": "predictor",
+    "LocalPredictor": "predictor",
+    "LocalDeployment": "local",
 }
 
 __all__ = ["__version__", *_EXPORTS]

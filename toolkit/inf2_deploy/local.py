@@ -11,9 +11,9 @@ State lives in one small JSON file per name::
     ${XDG_CONFIG_HOME:-~/.config}/inf2-deploy/local/<name>.json
 
 with the server's log beside it (``<name>.log``). Artifacts packaged for local
-deploys are cached under ``$INF2_DEPLOY_HOME/cache`` or
-``${XDG_CACHE_HOME:-~/.cache}/inf2-deploy``, so a second deploy of the same
-spec reuses them.
+deploys (and models built for them, such as tiny-gptj) are cached under
+``$INF2_DEPLOY_HOME/cache`` or ``${XDG_CACHE_HOME:-~/.cache}/inf2-deploy``, so a
+second deploy of the same spec reuses them.
 """
 from __future__ import annotations
 
@@ -82,13 +82,16 @@ def state_dir() -> Path:
     return Path(base) / "inf2-deploy" / "local"
 
 
+def _cache_root() -> Path:
+    from .sources import default_cache_dir
+
+    home = _home_override()
+    return home / "cache" if home is not None else default_cache_dir()
+
+
 def artifact_cache_dir() -> Path:
     """The folder where ``deploy_local`` packages artifacts when no ``output`` is given."""
-    home = _home_override()
-    if home is not None:
-        return home / "cache" / "artifacts"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "inf2-deploy" / "artifacts"
+    return _cache_root() / "artifacts"
 
 
 def _check_backend(backend: str) -> str:
@@ -503,6 +506,6 @@ def deploy_local(
     if port is not None:
         _check_port_free(host, port)
     target = Path(output) if output is not None else artifact_cache_dir() / _spec_cache_key(spec)
-    artifact = package(spec, target, progress=progress)
+    artifact = package(spec, target, progress=progress, cache_dir=_cache_root())
     return start_local(artifact.directory, name=name, host=host, port=port, backend=backend,
                        fingerprint=artifact.fingerprint, wait=wait, timeout=timeout)

@@ -21,6 +21,9 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("plan", "plan_cmd"),
     ("package", "package_cmd"),
+    ("invoke", "invoke_cmd"),
+    ("chat", "chat_cmd"),
+    ("serve", "serve_cmd"),
 )
 
 
