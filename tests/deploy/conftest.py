@@ -1,0 +1,198 @@
+"""Fixtures for the SageMaker deploy tests: moto, a fake clock, a packaged tiny-gptj artifact."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from inf2_deploy.spec import INSTANCE_TYPES, load_spec
+from moto.core.responses import ActionResult
+from moto.sagemaker import models as sagemaker_models
+from moto.sagemaker.responses import SageMakerResponse
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake credentials and region; no real AWS config, endpoint or local state leaks in."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER",
+                 "AWS_SESSION_TOKEN", "AWS_REGION", "HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("INF2_DEPLOY_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(autouse=True)
+def moto_inf2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let moto's CreateEndpointConfig accept the four ml.inf2 types.
+
+    moto 5.2.5 validates InstanceType against an enum that predates Inferentia2
+    (FakeEndpointConfig.validate_instance_type), so every real inf2 request
+    would fail there. Only those four names are added; anything else still
+    goes through moto's own check.
+    """
+    original = sagemaker_models.FakeEndpointConfig.validate_instance_type
+
+    def validate_instance_type(self, instance_type: str) -> None:
+        if instance_type not in INSTANCE_TYPES:
+            original(self, instance_type)
+
+    monkeypatch.setattr(sagemaker_models.FakeEndpointConfig, "validate_instance_type", validate_instance_type)
+
+
+@pytest.fixture(autouse=True)
+def moto_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give moto the UpdateEndpoint action it lacks (moto 5.2.5 answers "not implemented").
+
+    Like SageMaker once an update succeeded: the endpoint serves the new
+    config's variants. Transitional statuses come from ``status_script``.
+    """
+
+    def update_endpoint(self: SageMakerResponse) -> ActionResult:
+        backend = self.sagemaker_backend
+        name = self._get_param("EndpointName")
+        config_name = self._get_param("EndpointConfigName")
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            raise sagemaker_models.ValidationError(message=f"Could not find endpoint '{name}'.")
+        config = backend.describe_endpoint_config(config_name)
+        endpoint.endpoint_config_name = config_name
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+
+
+class FakeClock:
+    """Monotonic and wall time that advance only when ``sleep`` is called.
+
+    Args:
+        interrupt_after: raise KeyboardInterrupt on this sleep call (1-based), like Ctrl-C.
+    """
+
+    def __init__(self, start: datetime | None = None, interrupt_after: int | None = None) -> None:
+        self.start = start or datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        self.elapsed = 0.0
+        self.sleeps: list[float] = []
+        self.interrupt_after = interrupt_after
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if self.interrupt_after is not None and len(self.sleeps) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        self.elapsed += seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_clock() -> type[FakeClock]:
+    return FakeClock
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-gptj packaged once per session by the real packager (offline, about 3 s)."""
+    from inf2_deploy.packager import package
+
+    root = tmp_path_factory.mktemp("tiny-artifact")
+    spec = load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION)
+    return package(spec, root / "artifact", cache_dir=root / "cache").directory
+
+
+@pytest.fixture
+def tiny_artifact(tiny_artifact_dir: Path):
+    from inf2_deploy.manifest import Artifact
+
+    return Artifact.load(tiny_artifact_dir)
+
+
+@pytest.fixture
+def tiny_spec():
+    return load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION, role_arn=ROLE,
+                     endpoint_name="tiny", image_uri="763104351884.dkr.ecr.us-east-1.amazonaws.com/"
+                     "djl-inference:0.29.0-neuronx-sdk2.19.1")
+
+
+@pytest.fixture
+def session() -> Iterator:
+    """An inf2_deploy Session on moto's in-memory AWS."""
+    from inf2_deploy.aws import make_session
+    from moto import mock_aws
+
+    with mock_aws():
+        yield make_session(REGION)
+
+
+def _status_script(client, statuses: list[str], failure_reason: str | None = None) -> list[str]:
+    """Make DescribeEndpoint answers walk through ``statuses`` (the last one repeats).
+
+    moto's endpoints are InService at once; real ones spend 10-60 minutes in
+    Creating. The parsed answer is rewritten after the call, so everything else
+    about the endpoint comes from moto. Returns the list of statuses served.
+    """
+    served: list[str] = []
+    source = itertools.chain(statuses, itertools.repeat(statuses[-1]))
+
+    def rewrite(parsed: dict, **kwargs: object) -> None:
+        if "EndpointStatus" in parsed:
+            parsed["EndpointStatus"] = next(source)
+            served.append(parsed["EndpointStatus"])
+            if parsed["EndpointStatus"] == "Failed" and failure_reason:
+                parsed["FailureReason"] = failure_reason
+
+    client.meta.events.register("after-call.sagemaker.DescribeEndpoint", rewrite)
+    return served
+
+
+class CallCounter:
+    """Counts API calls made by clients, by operation name (before they are sent)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def __call__(self, model, params, **kwargs: object) -> None:
+        self.calls.append((model.name, params))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def params(self, name: str) -> list[dict]:
+        return [params for call, params in self.calls if call == name]
+
+
+def _count_calls(*clients) -> CallCounter:
+    counter = CallCounter()
+    for client in clients:
+        client.meta.events.register("provide-client-params", counter)
+    return counter
+
+
+@pytest.fixture
+def status_script():
+    """``status_script(client, statuses, failure_reason=None)``; see ``_status_script``."""
+    return _status_script
+
+
+@pytest.fixture
+def count_calls():
+    """``count_calls(*clients) -> CallCounter`` recording every API call's name and params."""
+    return _count_calls

@@ -1,0 +1,88 @@
+"""``deploy_gptj``: one call from a GPT-J checkpoint to a live endpoint, on SageMaker or locally."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .spec import load_spec
+
+if TYPE_CHECKING:
+    from .deploy import Deployment
+    from .local import LocalDeployment
+    from .s3 import Progress
+
+__all__ = ["deploy_gptj", "LOCAL"]
+
+#: the instance type that means "serve on this machine"
+LOCAL = "local"
+
+
+def deploy_gptj(
+    model: str = "EleutherAI/gpt-j-6b",
+    *,
+    role: str | None = None,
+    instance_type: str = "ml.inf2.8xlarge",
+    tensor_parallel_degree: int | None = None,
+    n_positions: int | None = None,
+    batch_size: int = 1,
+    dtype: str = "fp16",
+    endpoint_name: str | None = None,
+    bucket: str | None = None,
+    region: str | None = None,
+    wait: bool = True,
+    local: bool = False,
+    port: int | None = None,
+    progress: Progress | None = None,
+    **spec: Any,
+) -> Deployment | LocalDeployment:
+    """Deploy GPT-J to a SageMaker inf2 endpoint, or serve the same artifact locally.
+
+    Example::
+
+        >>> deployment = inf2_deploy.deploy_gptj(role="arn:aws:iam::123456789012:role/SageMaker")
+        >>> deployment.predictor.generate("The capital of France is", max_new_tokens=8)
+        >>> deployment.delete()
+
+    Args:
+        model: an alias (``gpt-j-6b``, ``tiny-gptj``), a Hugging Face id, a folder or an s3:// prefix.
+        role: the IAM role ARN the endpoint runs as; required for SageMaker.
+        instance_type: an ``ml.inf2.*`` type, or ``"local"`` (same as ``local=True``).
+        tensor_parallel_degree, n_positions, batch_size, dtype: Neuron settings (see ``DeploymentSpec``).
+        endpoint_name: the endpoint (or local deployment) name; default: from the model.
+        bucket: artifact bucket; default ``sagemaker-<region>-<account>``, created if absent.
+        region: AWS region; default: the standard resolution.
+        wait: wait until the endpoint serves (SageMaker: InService; local: /ping answers).
+        local: serve on this machine with the local server instead of SageMaker.
+        port: local port; default: a free one. Only with ``local``.
+        progress: ``(done_bytes, total_bytes, label)`` for packaging and upload.
+        **spec: any other ``DeploymentSpec`` field, e.g. ``instance_count=2``, ``env={...}``.
+
+    Returns:
+        A ``Deployment`` (SageMaker) or ``LocalDeployment``; both have ``.endpoint_name``,
+        ``.predictor`` and ``.delete()``.
+
+    Raises:
+        ConfigError: a setting is invalid, the plan cannot work, or ``role`` is missing for
+            SageMaker - all before any AWS call.
+        CredentialsError, AwsError, EndpointFailedError: see ``inf2_deploy.deploy.deploy``.
+        ModelSourceError: the checkpoint cannot be read or packaged.
+    """
+    local = local or instance_type == LOCAL
+    if port is not None and not local:
+        raise ConfigError("port applies to local deployments only", field="port", value=port,
+                          hint="pass local=True, or drop port")
+    settings = dict(
+        model=model, role_arn=role, instance_type=None if instance_type == LOCAL else instance_type,
+        tensor_parallel_degree=tensor_parallel_degree, n_positions=n_positions, batch_size=batch_size,
+        dtype=dtype, endpoint_name=endpoint_name, bucket=bucket, region=region,
+    )
+    config_file = spec.pop("config_file", None)
+    deployment_spec = load_spec(config_file, **settings, **spec)
+    if local:
+        from .local import deploy_local
+
+        return deploy_local(deployment_spec, name=endpoint_name, port=port, progress=progress, wait=wait)
+    from .deploy import deploy
+
+    # deploy() checks the role before its first AWS call.
+    return deploy(deployment_spec, wait=wait, progress=progress)
