@@ -102,7 +102,11 @@ def cast_array(array: np.ndarray, target: str) -> np.ndarray:
     if array.dtype not in (_NUMPY_DTYPES[code] for code in _FLOAT_CODES):
         return array
     out = _NUMPY_DTYPES[TARGET_DTYPES[target]]
-    return array if array.dtype == out else array.astype(out)
+    if array.dtype == out:
+        return array
+    # Values beyond fp16's range become +-inf, exactly as torch's cast does.
+    with np.errstate(over="ignore"):
+        return array.astype(out)
 
 
 # ---------------------------------------------------------------- reading
@@ -366,7 +370,8 @@ class _ShardWriter:
 
     def _write(self, data: bytes | np.ndarray) -> None:
         assert self._stream is not None and self._digest is not None
-        view = memoryview(data).cast("B")
+        # A byte view, since the buffer protocol does not know ml_dtypes' bfloat16.
+        view = memoryview(data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
         self._stream.write(view)
         self._digest.update(view)
 
