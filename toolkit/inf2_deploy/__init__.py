@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "Predictor": "predictor",
     "LocalPredictor": "predictor",
     "LocalDeployment": "local",
+    # benchmarking
+    "bench": "benchmarking",
+    "BenchResult": "benchmarking",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -228,16 +228,19 @@ def resolve_target(target: str | StreamingTarget, *, region: str | None = None
             raise ConfigError("must be a Predictor, LocalPredictor, URL or endpoint name", field="target",
                               value=target)
         return target, TargetInfo(name=str(getattr(target, "endpoint_name", target)), kind="object")
+    from .local import RUNNING, get_local_deployment, list_local_deployments
+
     if target.startswith(("http://", "https://")):
         from .predictor import LocalPredictor
 
-        return LocalPredictor(target), TargetInfo(name=target, kind="local")
-    from .local import get_local_deployment
-
+        # A URL of a recorded local deployment still knows its artifact (and so its tokenizer).
+        url = target.rstrip("/")
+        known = [d for d in list_local_deployments() if d.url.rstrip("/") == url and d.status == RUNNING]
+        source = known[0].artifact_dir if known else None
+        return LocalPredictor(target), TargetInfo(name=target, kind="local", tokenizer_source=source)
     deployment = get_local_deployment(target)
     if deployment is not None:
-        return deployment.predictor, TargetInfo(name=target, kind="local",
-                                                tokenizer_source=str(deployment.artifact_dir))
+        return deployment.predictor, TargetInfo(name=target, kind="local", tokenizer_source=deployment.artifact_dir)
     return _sagemaker_target(target, region)
 
 

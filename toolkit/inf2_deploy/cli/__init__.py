@@ -24,6 +24,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("invoke", "invoke_cmd"),
     ("chat", "chat_cmd"),
     ("serve", "serve_cmd"),
+    ("bench", "bench_cmd"),
 )
 
 

@@ -1,0 +1,99 @@
+"""Plot a :class:`~inf2_deploy.benchmarking.BenchResult`: latency percentiles and throughput against concurrency.
+
+Four panels share the concurrency axis: TTFT, TPOT and E2E (p50, p90, p99 in
+milliseconds) and output tokens per second with requests per second on a
+second axis. matplotlib runs with the Agg backend, so no display is needed.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .stats import PERCENTILES
+
+if TYPE_CHECKING:
+    from .benchmarking import BenchResult
+
+__all__ = ["plot_bench"]
+
+_STYLES = {50.0: ("tab:blue", "o"), 90.0: ("tab:orange", "s"), 99.0: ("tab:red", "^")}
+
+
+def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    """Draw ``result`` into a PNG at ``path`` (temp file, then ``os.replace``).
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import FixedLocator
+
+    levels = [level.stats for level in result.levels]
+    xs = [s.concurrency for s in levels]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    panels = ((axes[0][0], "ttft", "Time to first token"), (axes[0][1], "tpot", "Time per output token"),
+              (axes[1][0], "e2e", "End-to-end latency"))
+    for ax, metric, title in panels:
+        for q in PERCENTILES:
+            # a level where every request failed has no latency: leave a gap rather than a zero
+            defined = [(s.concurrency, getattr(s, metric).p(q)) for s in levels if getattr(s, metric).count]
+            if defined:
+                color, marker = _STYLES[q]
+                ax.plot([x for x, _ in defined], [y * 1000 for _, y in defined], color=color, marker=marker,
+                        label=f"p{q:g}")
+        ax.set_title(title)
+        ax.set_ylabel("ms")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left")
+
+    ax = axes[1][1]
+    ax.plot(xs, [s.output_tokens_per_second for s in levels], color="tab:green", marker="o",
+            label="output tokens/s")
+    ax.set_ylabel("output tokens/s", color="tab:green")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Throughput")
+    rps = ax.twinx()
+    rps.plot(xs, [s.requests_per_second for s in levels], color="tab:purple", marker="s", linestyle="--",
+             label="requests/s")
+    rps.set_ylabel("requests/s", color="tab:purple")
+    rps.set_ylim(bottom=0)
+    for level in levels:
+        if level.errors:
+            ax.annotate(f"{level.errors} err", (level.concurrency, level.output_tokens_per_second),
+                        textcoords="offset points", xytext=(0, -14), ha="center", color="tab:red", fontsize=8)
+    lines = ax.get_legend_handles_labels()
+    more = rps.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left")
+
+    for row in axes:
+        for panel in row:
+            panel.set_xlabel("concurrency")
+            panel.xaxis.set_major_locator(FixedLocator(xs))
+            panel.grid(True, alpha=0.3)
+    if len(xs) > 1 and max(xs) / min(xs) >= 8:
+        for row in axes:
+            for panel in row:
+                panel.set_xscale("log", base=2)
+                panel.xaxis.set_major_locator(FixedLocator(xs))
+                panel.xaxis.set_minor_locator(FixedLocator([]))
+                panel.set_xticklabels([str(x) for x in xs])
+    fig.suptitle(f"{result.target}: {result.prompt_tokens} prompt tokens, {result.max_new_tokens} new tokens")
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+    os.close(fd)
+    try:
+        fig.savefig(temp, format="png", dpi=100)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return target
