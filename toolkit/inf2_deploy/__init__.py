@@ -19,6 +19,11 @@ _EXPORTS: dict[str, str] = {
     "Plan": "planner",
     "plan": "planner",
     "make_plan": "planner",
+    # deploying
+    "deploy_gptj": "api",
+    "Deployment": "deploy",
+    "delete_deployment": "deploy",
+    "list_deployments": "deploy",
     # errors
     "Inf2DeployError": "errors",
     "ConfigError": "errors",

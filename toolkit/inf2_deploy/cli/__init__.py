@@ -21,6 +21,11 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("plan", "plan_cmd"),
     ("package", "package_cmd"),
+    ("deploy", "deploy_cmd"),
+    ("status", "status_cmd"),
+    ("logs", "logs_cmd"),
+    ("delete", "delete_cmd"),
+    ("list", "list_cmd"),
     ("invoke", "invoke_cmd"),
     ("chat", "chat_cmd"),
     ("serve", "serve_cmd"),

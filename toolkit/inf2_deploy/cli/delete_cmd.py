@@ -1,0 +1,38 @@
+"""``inf2-deploy delete NAME``: remove an endpoint, its config and model (or stop a local server)."""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "delete", help="delete an endpoint with its endpoint config and model (or stop a local deployment)",
+        description="Delete the SageMaker endpoint NAME, its endpoint config and its model; with "
+        "--purge-artifacts also the artifact in S3. For a local deployment, stop its server.",
+    )
+    parser.add_argument("name", metavar="NAME", help="endpoint or local deployment name")
+    parser.add_argument("--purge-artifacts", action="store_true", help="also delete the S3 artifact objects")
+    parser.add_argument("--wait", action="store_true",
+                        help="if the endpoint is still Creating/Updating, wait for it to settle, then delete")
+    parser.add_argument("--region", metavar="R", help="AWS region (default: the standard resolution)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..aws import make_session
+    from ..deploy import delete_deployment
+    from ..local import delete_local, get_local_deployment
+
+    if get_local_deployment(args.name) is not None:
+        record = delete_local(args.name)
+        print(f"stopped local deployment {record.name} ({record.url}, pid {record.pid})")
+        return 0
+    session = make_session(args.region)
+    if args.wait:
+        print(f"waiting for {args.name} to settle before deleting ...", flush=True)
+    for item in delete_deployment(args.name, purge_artifacts=args.purge_artifacts, wait=args.wait,
+                                  session=session):
+        print(f"deleted {item}")
+    return 0
