@@ -1,0 +1,123 @@
+"""The Neuron backend against the transformers_neuronx stand-in (real signatures, CPU compute)."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import pytest
+
+from inf2_serving.config import ConfigError, ServingConfig
+from inf2_serving.handler import ModelHandler
+from inf2_serving.neuron_backend import DEFAULT_COMPILE_CACHE, configure_compiler_env, neuron_available
+from inf2_serving.schema import parse_request
+
+ENV = ("NEURON_COMPILE_CACHE_URL", "NEURON_CC_FLAGS")
+
+
+@pytest.fixture
+def neuron_env(standins, monkeypatch, tmp_path):
+    """Stand-ins importable; env and cwd restored afterwards."""
+    for name in ENV:
+        monkeypatch.setenv(name, "placeholder")  # registers the original value for restore
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    from transformers_neuronx.gptj.model import GPTJForSampling
+
+    GPTJForSampling.instances.clear()
+    return GPTJForSampling
+
+
+def _props(tiny_gptj, tmp_path, **extra):
+    props = {"model_dir": str(tmp_path), "model_id": str(tiny_gptj), "backend": "neuron",
+             "tensor_parallel_degree": "2", "n_positions": "256", "batch_size": "2", "dtype": "fp16"}
+    props.update(extra)
+    return props
+
+
+def test_compiles_once_with_the_configured_shape(neuron_env, tiny_gptj, tmp_path, reference) -> None:
+    cache = str(tmp_path / "cache")
+    handler = ModelHandler()
+    handler.initialize(_props(tiny_gptj, tmp_path, compiled_cache_url=cache,
+                              neuron_cc_flags="--model-type=transformer"))
+    (model,) = neuron_env.instances
+    assert (model.batch_size, model.tp_degree, model.n_positions, model.amp) == (2, 2, 256, "f16")
+    assert model.to_neuron_calls == 1
+    assert model.compile_env == {"NEURON_COMPILE_CACHE_URL": cache, "NEURON_CC_FLAGS": "--model-type=transformer"}
+    assert model.compile_cwd == os.path.realpath(tempfile.gettempdir())
+    assert handler.engine.backend.adapter.generate_calls == 1  # the warm-up generation
+
+    body = handler.generate(parse_request({"inputs": "The capital of France is",
+                                           "parameters": {"max_new_tokens": 8}}))
+    assert body == {"generated_text": reference("The capital of France is", 8)}
+    assert model.batch_shapes[-1][0] == 2  # one prompt, padded to the compiled batch
+    assert model.to_neuron_calls == 1
+
+
+def test_equal_length_batches_match_unbatched(neuron_env, tiny_gptj, tmp_path, reference) -> None:
+    handler = ModelHandler()
+    handler.initialize(_props(tiny_gptj, tmp_path))
+    prompts = ["Hello world", "Good day", "Red car"]  # two tokens each
+    body = handler.generate(parse_request({"inputs": prompts, "parameters": {"max_new_tokens": 6}}))
+    assert [b["generated_text"] for b in body] == [reference(p, 6) for p in prompts]
+    assert [rows for rows, _ in neuron_env.instances[0].batch_shapes[1:]] == [2, 2]
+
+
+def test_sample_fallback_without_the_adapter(neuron_env, tiny_gptj, tmp_path, monkeypatch, reference) -> None:
+    monkeypatch.setitem(sys.modules, "transformers_neuronx.generation_utils", None)  # import fails
+    handler = ModelHandler()
+    handler.initialize(_props(tiny_gptj, tmp_path))
+    assert handler.engine.backend.adapter is None
+    request = parse_request({"inputs": "Once upon a time", "parameters": {"max_new_tokens": 5, "details": True}})
+    body = handler.generate(request)
+    assert body["generated_text"] == reference("Once upon a time", 5)
+    assert body["details"]["generated_tokens"] == 5
+    assert neuron_env.instances[0].sample_calls == 2  # warm-up and the request
+
+
+def test_cache_defaults_and_keeps_an_existing_env() -> None:
+    config = ServingConfig(model_dir="/m", weights_dir="/m")
+    env = {}
+    assert configure_compiler_env(config, env) == DEFAULT_COMPILE_CACHE
+    assert env == {"NEURON_COMPILE_CACHE_URL": DEFAULT_COMPILE_CACHE}
+    env = {"NEURON_COMPILE_CACHE_URL": "s3://bucket/cache"}
+    assert configure_compiler_env(config, env) == "s3://bucket/cache"
+    override = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url="/var/tmp/x")
+    assert configure_compiler_env(override, env) == "/var/tmp/x"
+
+
+@pytest.mark.parametrize("url", ["/opt/ml/model", "/opt/ml/model/cache", "/opt/ml/model/../model/c"])
+def test_cache_inside_the_read_only_model_dir_is_refused(url: str) -> None:
+    config = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url=url)
+    with pytest.raises(ConfigError, match="read-only") as info:
+        configure_compiler_env(config, {})
+    assert info.value.field == "compiled_cache_url"
+    with pytest.raises(ConfigError) as from_env:
+        configure_compiler_env(ServingConfig(model_dir="/m", weights_dir="/m"), {"NEURON_COMPILE_CACHE_URL": url})
+    assert from_env.value.field == "NEURON_COMPILE_CACHE_URL"
+
+
+def test_auto_picks_neuron_only_with_device_and_library(standins, monkeypatch) -> None:
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: p == "/dev/neuron0" or real_exists(p))
+    assert neuron_available()
+    monkeypatch.setitem(sys.modules, "transformers_neuronx", None)
+    assert not neuron_available()
+    monkeypatch.setattr(os.path, "exists", lambda p: False if p == "/dev/neuron0" else real_exists(p))
+    monkeypatch.delitem(sys.modules, "transformers_neuronx")
+    assert not neuron_available()
+
+
+def test_neuron_backend_refuses_other_architectures(neuron_env, tiny_gptj, tmp_path) -> None:
+    import shutil
+
+    from transformers import GPT2Config
+
+    folder = tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tiny_gptj / name, folder / name)
+    handler = ModelHandler()
+    with pytest.raises(ConfigError, match="GPT-J only"):
+        handler.initialize({"model_dir": str(folder), "backend": "neuron"})
+    assert neuron_env.instances == []
