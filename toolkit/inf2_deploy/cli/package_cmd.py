@@ -49,19 +49,24 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-shard-mib must be positive, got {args.max_shard_mib}", field="max_shard_mib",
                           value=args.max_shard_mib)
     spec = spec_from_args(args)
-    console = Console(stderr=True)
     tasks: dict[str, TaskID] = {}
+    # Started on the first report, so that an early error (an invalid plan) prints only its one line.
+    bar = Progress(TextColumn("{task.description:>9}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+    def progress(done: int, total: int, label: str) -> None:
+        if not tasks:
+            bar.start()
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total or None)
+        bar.update(tasks[label], completed=done, total=total or None)
+
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description:>9}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-
-        def progress(done: int, total: int, label: str) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total or None)
-            bar.update(tasks[label], completed=done, total=total or None)
-
+    try:
         artifact = package(spec, args.output, force=args.force, progress=progress, cache_dir=args.cache_dir,
                            max_shard_bytes=args.max_shard_mib * _MIB)
+    finally:
+        bar.stop()
     elapsed = time.perf_counter() - started
     state = "built" if "weights" in tasks else "up to date, skipped"
     shards = sum(1 for f in artifact.files if f.path.endswith(".safetensors"))
