@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         artifact = package(spec, args.output, force=args.force, progress=progress, cache_dir=args.cache_dir,
                            max_shard_bytes=args.max_shard_mib * _MIB)
     finally:
-        bar.stop()
+        if tasks:  # stopping a bar that never started still prints a newline
+            bar.stop()
     elapsed = time.perf_counter() - started
     state = "built" if "weights" in tasks else "up to date, skipped"
     shards = sum(1 for f in artifact.files if f.path.endswith(".safetensors"))
