@@ -44,6 +44,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def predictor_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One INF2_DEPLOY_HOME per session: its cache holds tiny-gptj and its artifact."""
@@ -59,10 +65,22 @@ def tiny_spec() -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(predictor_home: Path, tiny_spec: Any) -> Path:
-    """The packaged tiny-gptj artifact, as deploy_local packages it."""
+    """The tiny-gptj artifact, packaged where deploy_local caches it, so deploys reuse it."""
+    from inf2_deploy.local import _spec_cache_key
     from inf2_deploy.packager import package
 
-    return package(tiny_spec, predictor_home / "artifact", cache_dir=predictor_home / "cache").directory
+    cache = predictor_home / "cache"
+    return package(tiny_spec, cache / "artifacts" / _spec_cache_key(tiny_spec), cache_dir=cache).directory
+
+
+@pytest.fixture
+def local_home(tmp_path: Path, predictor_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh INF2_DEPLOY_HOME whose cache is the session's (tiny-gptj and its artifact built once)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(predictor_home / "cache", target_is_directory=True)
+    monkeypatch.setenv("INF2_DEPLOY_HOME", str(home))
+    return home
 
 
 @pytest.fixture(scope="session")
