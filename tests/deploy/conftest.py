@@ -1,20 +1,16 @@
 """Fixtures for the SageMaker deploy tests: moto, a fake clock, a packaged tiny-gptj artifact."""
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sagemaker_fakes
 from inf2_deploy.spec import INSTANCE_TYPES, load_spec
 from moto.core.responses import ActionResult
 from moto.sagemaker import models as sagemaker_models
 from moto.sagemaker.responses import SageMakerResponse
-
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-REGION = "us-east-1"
-ACCOUNT = "123456789012"  # moto's default account
+from sagemaker_fakes import REGION, ROLE, FakeClock, status_script_for
 
 
 @pytest.fixture(autouse=True)
@@ -72,32 +68,6 @@ def moto_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
 
 
-class FakeClock:
-    """Monotonic and wall time that advance only when ``sleep`` is called.
-
-    Args:
-        interrupt_after: raise KeyboardInterrupt on this sleep call (1-based), like Ctrl-C.
-    """
-
-    def __init__(self, start: datetime | None = None, interrupt_after: int | None = None) -> None:
-        self.start = start or datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-        self.elapsed = 0.0
-        self.sleeps: list[float] = []
-        self.interrupt_after = interrupt_after
-
-    def monotonic(self) -> float:
-        return self.elapsed
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        if self.interrupt_after is not None and len(self.sleeps) >= self.interrupt_after:
-            raise KeyboardInterrupt
-        self.elapsed += seconds
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.elapsed)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -133,66 +103,34 @@ def tiny_spec():
 
 
 @pytest.fixture
-def session() -> Iterator:
+def session(service_loader) -> Iterator:
     """An inf2_deploy Session on moto's in-memory AWS."""
-    from inf2_deploy.aws import make_session
+    import boto3
+    import botocore.session
+    from inf2_deploy.aws import Session
     from moto import mock_aws
 
+    core = botocore.session.Session()
+    core.register_component("data_loader", service_loader)
     with mock_aws():
-        yield make_session(REGION)
+        yield Session(boto3.Session(botocore_session=core, region_name=REGION), REGION)
 
 
-def _status_script(client, statuses: list[str], failure_reason: str | None = None) -> list[str]:
-    """Make DescribeEndpoint answers walk through ``statuses`` (the last one repeats).
+@pytest.fixture(scope="session")
+def service_loader():
+    """One botocore service-model loader for all tests: parsing the JSON models costs ~1.5 s a session."""
+    import botocore.loaders
 
-    moto's endpoints are InService at once; real ones spend 10-60 minutes in
-    Creating. The parsed answer is rewritten after the call, so everything else
-    about the endpoint comes from moto. Returns the list of statuses served.
-    """
-    served: list[str] = []
-    source = itertools.chain(statuses, itertools.repeat(statuses[-1]))
-
-    def rewrite(parsed: dict, **kwargs: object) -> None:
-        if "EndpointStatus" in parsed:
-            parsed["EndpointStatus"] = next(source)
-            served.append(parsed["EndpointStatus"])
-            if parsed["EndpointStatus"] == "Failed" and failure_reason:
-                parsed["FailureReason"] = failure_reason
-
-    client.meta.events.register("after-call.sagemaker.DescribeEndpoint", rewrite)
-    return served
-
-
-class CallCounter:
-    """Counts API calls made by clients, by operation name (before they are sent)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-
-    def __call__(self, model, params, **kwargs: object) -> None:
-        self.calls.append((model.name, params))
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.calls]
-
-    def params(self, name: str) -> list[dict]:
-        return [params for call, params in self.calls if call == name]
-
-
-def _count_calls(*clients) -> CallCounter:
-    counter = CallCounter()
-    for client in clients:
-        client.meta.events.register("provide-client-params", counter)
-    return counter
+    return botocore.loaders.create_loader()
 
 
 @pytest.fixture
 def status_script():
     """``status_script(client, statuses, failure_reason=None)``; see ``_status_script``."""
-    return _status_script
+    return status_script_for
 
 
 @pytest.fixture
 def count_calls():
     """``count_calls(*clients) -> CallCounter`` recording every API call's name and params."""
-    return _count_calls
+    return sagemaker_fakes.count_calls

@@ -23,6 +23,7 @@ from .endpoint import (
     TAG_MANAGED,
     TAG_SETTINGS,
     Clock,
+    Endpoint,
     EndpointStatus,
     LogCallback,
     LogTailer,
@@ -307,9 +308,7 @@ def deploy(
     if not wait:
         return deployment
 
-    endpoint = existing or find_endpoint(sagemaker, endpoint_name)
-    if endpoint is None:
-        raise AwsError(f"endpoint {endpoint_name} vanished right after it was created", code="NotFound")
+    endpoint = existing or Endpoint(endpoint_name, sagemaker)
     # Only this deploy's lines: an updated endpoint's group already holds old ones.
     tailer = LogTailer(session.client("logs"), endpoint_name, start_time_ms=int(clock.now().timestamp() * 1000))
     try:

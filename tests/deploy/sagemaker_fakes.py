@@ -1,0 +1,81 @@
+"""Stand-ins at the AWS boundary for the deploy tests: constants, a fake clock, call recording."""
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+
+
+class FakeClock:
+    """Monotonic and wall time that advance only when ``sleep`` is called.
+
+    Args:
+        interrupt_after: raise KeyboardInterrupt on this sleep call (1-based), like Ctrl-C.
+    """
+
+    def __init__(self, start: datetime | None = None, interrupt_after: int | None = None) -> None:
+        self.start = start or datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        self.elapsed = 0.0
+        self.sleeps: list[float] = []
+        self.interrupt_after = interrupt_after
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if self.interrupt_after is not None and len(self.sleeps) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        self.elapsed += seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+
+def status_script_for(client, statuses: list[str], failure_reason: str | None = None) -> list[str]:
+    """Make DescribeEndpoint answers walk through ``statuses`` (the last one repeats).
+
+    moto's endpoints are InService at once; real ones spend 10-60 minutes in
+    Creating. The parsed answer is rewritten after the call, so everything else
+    about the endpoint comes from moto. Returns the list of statuses served.
+    """
+    served: list[str] = []
+    source = itertools.chain(statuses, itertools.repeat(statuses[-1]))
+
+    def rewrite(parsed: dict, **kwargs: object) -> None:
+        if "EndpointStatus" in parsed:
+            parsed["EndpointStatus"] = next(source)
+            served.append(parsed["EndpointStatus"])
+            if parsed["EndpointStatus"] == "Failed" and failure_reason:
+                parsed["FailureReason"] = failure_reason
+
+    client.meta.events.register("after-call.sagemaker.DescribeEndpoint", rewrite)
+    return served
+
+
+class CallCounter:
+    """Counts API calls made by clients, by operation name (before they are sent)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def __call__(self, model, params, **kwargs: object) -> None:
+        self.calls.append((model.name, params))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def params(self, name: str) -> list[dict]:
+        return [params for call, params in self.calls if call == name]
+
+
+def count_calls(*clients) -> CallCounter:
+    counter = CallCounter()
+    for client in clients:
+        client.meta.events.register("provide-client-params", counter)
+    return counter
+
+
