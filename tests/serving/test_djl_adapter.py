@@ -8,9 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import inf2_serving
+import pytest
 from inf2_serving.handler import ModelHandler, ReadinessState
 from inf2_serving.properties import handler_properties, read_properties
 
@@ -56,10 +55,11 @@ def _json(output, key=None):
 
 
 @pytest.fixture
-def ready_djl(djl, artifact):
-    """The adapter after DJL's empty warm-up call with the model's properties."""
+def ready_djl(djl, artifact, cpu_handler, monkeypatch):
+    """The adapter after DJL's empty warm-up call, sharing the session's loaded handler."""
     from djl_python.inputs import Input
 
+    monkeypatch.setattr(djl, "handler", cpu_handler)
     warm_up = Input()
     warm_up.properties.update(_properties(artifact))
     assert djl.handle(warm_up) is None

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from inf2_serving.engine import IncrementalDecoder
 from inf2_serving.schema import GenerationParams, InvalidRequest
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from inf2_serving.config import ConfigError
 from inf2_serving.handler import HandlerNotReady, ModelHandler, ReadinessState
 from inf2_serving.schema import InvalidRequest, parse_request

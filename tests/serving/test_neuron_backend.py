@@ -6,7 +6,6 @@ import sys
 import tempfile
 
 import pytest
-
 from inf2_serving.config import ConfigError, ServingConfig
 from inf2_serving.handler import ModelHandler
 from inf2_serving.neuron_backend import DEFAULT_COMPILE_CACHE, configure_compiler_env, neuron_available

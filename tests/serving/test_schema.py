@@ -1,6 +1,5 @@
 """Request validation and response shaping of the LMI/TGI schema."""
 import pytest
-
 from inf2_serving.schema import (
     Completion,
     GenerationParams,

@@ -9,10 +9,9 @@ import time
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
-
 from inf2_serving.handler import ModelHandler
 from inf2_serving.server import create_app, main
+from starlette.testclient import TestClient
 
 
 @pytest.fixture(scope="module")

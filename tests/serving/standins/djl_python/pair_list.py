@@ -11,9 +11,8 @@ class PairList:
         self.values.append(value)
 
     def get(self, key):
-        for k, v in zip(self.keys, self.values):
-            if k == key:
-                return v
+        if key in self.keys:
+            return self.values[self.keys.index(key)]
         return None
 
     def get_keys(self):
