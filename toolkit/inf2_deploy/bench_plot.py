@@ -21,6 +21,12 @@ __all__ = ["plot_bench"]
 _STYLES = {50.0: ("tab:blue", "o"), 90.0: ("tab:orange", "s"), 99.0: ("tab:red", "^")}
 
 
+def _headroom(ax) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """Start the y axis at 0 and leave the top quarter free for the legend."""
+    top = max((max(line.get_ydata(), default=0) for line in ax.get_lines()), default=0)
+    ax.set_ylim(0, top * 1.35 if top > 0 else 1)
+
+
 def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     """Draw ``result`` into a PNG at ``path`` (temp file, then ``os.replace``).
 
@@ -48,27 +54,27 @@ def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
                         label=f"p{q:g}")
         ax.set_title(title)
         ax.set_ylabel("ms")
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left")
+        _headroom(ax)
+        ax.legend(loc="upper left", ncol=3)
 
     ax = axes[1][1]
     ax.plot(xs, [s.output_tokens_per_second for s in levels], color="tab:green", marker="o",
             label="output tokens/s")
     ax.set_ylabel("output tokens/s", color="tab:green")
-    ax.set_ylim(bottom=0)
+    _headroom(ax)
     ax.set_title("Throughput")
     rps = ax.twinx()
     rps.plot(xs, [s.requests_per_second for s in levels], color="tab:purple", marker="s", linestyle="--",
              label="requests/s")
     rps.set_ylabel("requests/s", color="tab:purple")
-    rps.set_ylim(bottom=0)
+    _headroom(rps)
     for level in levels:
         if level.errors:
             ax.annotate(f"{level.errors} err", (level.concurrency, level.output_tokens_per_second),
                         textcoords="offset points", xytext=(0, -14), ha="center", color="tab:red", fontsize=8)
     lines = ax.get_legend_handles_labels()
     more = rps.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", ncol=2)
 
     for row in axes:
         for panel in row:
