@@ -1,6 +1,6 @@
 """AWS sessions and clients, and the translation of AWS errors into ours.
 
-Clients use adaptive retries (client-side rate limiting plus up to 10 attempts)
+Clients use adaptive retries (client-side rate limiting plus up to 10 retries)
 because deploys poll DescribeEndpoint and CloudWatch Logs for up to an hour and
 share account-wide API rate limits with everything else in the account.
 Credentials, region and endpoint URLs follow the standard AWS resolution;

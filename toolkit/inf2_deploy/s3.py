@@ -4,9 +4,12 @@ SageMaker reads the folder as an ``S3Prefix`` model source with
 ``CompressionType: None``, so the weights are never tarred (a tar.gz of 12 GB
 takes minutes to build and again to unpack on the instance).
 
-Every object carries its SHA-256 in ``x-amz-meta-sha256``, so a rerun skips
-what is already there (size and hash, or the multipart ETag the manifest
-predicts, match) and a deploy of an unchanged artifact uploads nothing.
+Every object carries its SHA-256 in ``x-amz-meta-sha256``. A rerun skips what
+is already there, so a deploy of an unchanged artifact uploads nothing: an
+object matches when its size and encryption are as asked and, under SSE-S3,
+its ETag equals the one the manifest predicts for our part size (the ETag is
+an MD5 of the stored bytes, so it proves the content), or, under SSE-KMS
+(where the ETag is not an MD5), its sha256 metadata equals the manifest's.
 ``manifest.json`` goes last: a prefix that has a manifest is complete.
 """
 from __future__ import annotations
@@ -215,18 +218,26 @@ def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
             raise
 
 
-def _matches(head: dict[str, Any] | None, item: _Item) -> bool:
-    """Size equal, and our SHA-256 metadata or the predicted ETag equal."""
+def _matches(head: dict[str, Any] | None, item: _Item, sse: dict[str, str]) -> bool:
+    """Is the object ``head`` describes this file, encrypted as asked?
+
+    Under SSE-S3 the ETag is the MD5 (of the parts, for multipart uploads) of
+    the stored bytes, so it proves the content; our ``sha256`` metadata only
+    repeats what the uploader claimed. Under SSE-KMS the ETag is not an MD5, so
+    the metadata (plus the size) is what there is. An object stored with other
+    encryption than requested does not match and is uploaded again.
+    """
     if head is None or head.get("ContentLength") != item.size:
         return False
-    if head.get("Metadata", {}).get(SHA256_METADATA) == item.sha256:
-        return True
-    # Under SSE-KMS the ETag is not an MD5, so only the metadata can match there.
+    if head.get("ServerSideEncryption") != sse["ServerSideEncryption"]:
+        return False
+    if sse["ServerSideEncryption"] == "aws:kms":
+        return head.get("Metadata", {}).get(SHA256_METADATA) == item.sha256
     return item.etag is not None and head.get("ETag", "").strip('"') == item.etag
 
 
-def _mismatched(s3: Any, bucket: str, key_prefix: str, items: Iterable[_Item]) -> list[_Item]:
-    return [item for item in items if not _matches(_head(s3, bucket, key_prefix + item.name), item)]
+def _mismatched(s3: Any, bucket: str, key_prefix: str, items: Iterable[_Item], sse: dict[str, str]) -> list[_Item]:
+    return [item for item in items if not _matches(_head(s3, bucket, key_prefix + item.name), item, sse)]
 
 
 def _send(manager: TransferManager, bucket: str, key_prefix: str, items: list[_Item],
@@ -256,8 +267,8 @@ def upload_artifact(
 ) -> UploadResult:
     """Upload ``artifact``'s files under ``s3://bucket/key_prefix/``, manifest last.
 
-    Objects that already match (size plus SHA-256 metadata or ETag) are
-    skipped, so an interrupted upload resumes and a repeated one sends
+    Objects that already match (size, encryption, and ETag or SHA-256
+    metadata; see the module docstring) are skipped, so an interrupted upload resumes and a repeated one sends
     nothing. After the upload every object is checked against the manifest and
     mismatches are sent once more.
 
@@ -276,8 +287,8 @@ def upload_artifact(
     key_prefix = key_prefix.strip("/") + "/"
     files, manifest = _items(artifact)
     extra = sse_args(kms_key_id)
-    todo = _mismatched(s3, bucket, key_prefix, files)
-    manifest_ok = _matches(_head(s3, bucket, key_prefix + manifest.name), manifest)
+    todo = _mismatched(s3, bucket, key_prefix, files, extra)
+    manifest_ok = _matches(_head(s3, bucket, key_prefix + manifest.name), manifest, extra)
     # A changed data file invalidates the manifest's promise that the prefix is complete.
     send_manifest = bool(todo) or not manifest_ok
     pending = [*todo, manifest] if send_manifest else []
@@ -287,17 +298,17 @@ def upload_artifact(
     manager = TransferManager(s3, config or transfer_config(artifact.part_size))
     try:
         _send(manager, bucket, key_prefix, todo, extra, tracker)
-        resend = _mismatched(s3, bucket, key_prefix, todo)
+        resend = _mismatched(s3, bucket, key_prefix, todo, extra)
         if resend:
             tracker.add(-sum(item.size for item in resend), "verifying")
             _send(manager, bucket, key_prefix, resend, extra, tracker)
-            still = _mismatched(s3, bucket, key_prefix, resend)
+            still = _mismatched(s3, bucket, key_prefix, resend, extra)
             if still:
                 raise AwsError(f"s3://{bucket}/{key_prefix}{still[0].name} does not match the manifest "
                                "after a second upload", hint="check for concurrent writers to this prefix")
         if send_manifest:
             _send(manager, bucket, key_prefix, [manifest], extra, tracker)
-            if _mismatched(s3, bucket, key_prefix, [manifest]):
+            if _mismatched(s3, bucket, key_prefix, [manifest], extra):
                 raise AwsError(f"s3://{bucket}/{key_prefix}{MANIFEST_NAME} does not match after upload")
     finally:
         manager.shutdown()

@@ -1,0 +1,129 @@
+"""Artifact upload on moto: multipart ETags, resume, skip by metadata or ETag, re-send, buckets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from inf2_deploy.errors import ConfigError
+from inf2_deploy.manifest import digest_file, write_manifest
+from inf2_deploy.s3 import ensure_bucket, transfer_config, upload_artifact
+from sagemaker_fakes import REGION
+
+MIB = 1024 * 1024
+PART = 5 * MIB  # S3's (and moto's) smallest multipart part, so a 12 MiB file goes in 3 parts
+BUCKET = "artifacts"
+PREFIX = "inf2-deploy/tiny/abc"
+
+
+@pytest.fixture
+def artifact(tmp_path: Path):
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(os.urandom(12 * MIB))
+    (folder / "config.json").write_text('{"model_type": "gptj"}')
+    files = [digest_file(folder / name, PART).result(name) for name in ("config.json", "model.safetensors")]
+    return write_manifest(folder, files=files, plan={"tp": 1}, source={"kind": "test"}, part_size=PART)
+
+
+@pytest.fixture
+def s3(session):
+    client = session.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def test_multipart_upload_matches_manifest_etags_and_reports_bytes(s3, artifact, count_calls):
+    calls = count_calls(s3)
+    reports = []
+    result = upload_artifact(s3, artifact, BUCKET, PREFIX, progress=lambda *report: reports.append(report))
+
+    assert result.s3_uri == f"s3://{BUCKET}/{PREFIX}/"
+    assert result.uploaded == ("config.json", "model.safetensors", "manifest.json")
+    assert calls.names().count("UploadPart") == 3
+    total = artifact.total_bytes + artifact.manifest_path.stat().st_size
+    assert reports[-1][:2] == (total, total)
+    assert all(report[1] == total for report in reports)
+    # the manifest goes last, after every data object is in place
+    puts = [params["Key"] for name, params in calls.calls if name in ("PutObject", "CreateMultipartUpload")]
+    assert puts[-1] == f"{PREFIX}/manifest.json"
+    for item in artifact.files:
+        head = s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{item.path}")
+        assert head["ETag"].strip('"') == item.s3_etag
+        assert head["Metadata"]["sha256"] == item.sha256
+        assert head["ServerSideEncryption"] == "AES256"
+    assert item.s3_etag.endswith("-3")
+
+
+def test_rerun_uploads_nothing_and_resume_sends_only_what_is_missing(s3, artifact, count_calls):
+    upload_artifact(s3, artifact, BUCKET, PREFIX)
+    calls = count_calls(s3)
+    again = upload_artifact(s3, artifact, BUCKET, PREFIX)
+    assert (again.uploaded, again.bytes_uploaded) == ((), 0)
+    assert set(calls.names()) == {"HeadObject"}
+
+    s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors")
+    resumed = upload_artifact(s3, artifact, BUCKET, PREFIX)
+    assert resumed.uploaded == ("model.safetensors", "manifest.json")
+    assert resumed.skipped == ("config.json",)
+
+
+def test_objects_without_metadata_are_recognised_by_etag(s3, artifact):
+    """An object uploaded by another tool in the same part size matches by its ETag."""
+    from s3transfer.manager import TransferManager
+
+    with TransferManager(s3, transfer_config(PART)) as manager:
+        for item in artifact.files:
+            manager.upload(str(artifact.directory / item.path), BUCKET, f"{PREFIX}/{item.path}",
+                           extra_args={"ServerSideEncryption": "AES256"})
+    result = upload_artifact(s3, artifact, BUCKET, PREFIX)
+    assert result.uploaded == ("manifest.json",)
+
+
+def test_same_size_different_content_is_replaced_despite_its_metadata(s3, artifact):
+    upload_artifact(s3, artifact, BUCKET, PREFIX)
+    config = artifact.directory / "config.json"
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/config.json", Body=b"x" * config.stat().st_size,
+                  ServerSideEncryption="AES256", Metadata={"sha256": artifact.files[0].sha256})
+    result = upload_artifact(s3, artifact, BUCKET, PREFIX)
+    assert result.uploaded == ("config.json", "manifest.json")
+    assert s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/config.json")["Body"].read() == config.read_bytes()
+
+
+def test_mismatch_after_upload_is_sent_again(s3, artifact):
+    """A verification failure (here: a write that landed wrong once) triggers one re-send."""
+    key = f"{PREFIX}/config.json"
+    corrupted = []
+
+    def corrupt_once(params, **kwargs: object) -> None:
+        if params.get("Key") == key and not corrupted:
+            corrupted.append(True)
+            params["Body"] = b"y" * artifact.files[0].size
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", corrupt_once)
+    result = upload_artifact(s3, artifact, BUCKET, PREFIX)
+    assert corrupted
+    assert "config.json" in result.uploaded
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == (artifact.directory / "config.json").read_bytes()
+
+
+def test_ensure_bucket_creates_a_private_encrypted_bucket_outside_us_east_1(session):
+    s3 = session.boto_session.client("s3", region_name="eu-west-1")
+    assert ensure_bucket(s3, "new-bucket", "eu-west-1", create=True)
+    assert s3.get_bucket_location(Bucket="new-bucket")["LocationConstraint"] == "eu-west-1"
+    assert all(s3.get_public_access_block(Bucket="new-bucket")["PublicAccessBlockConfiguration"].values())
+    assert not ensure_bucket(s3, "new-bucket", "eu-west-1", create=True)
+
+
+def test_ensure_bucket_refuses_to_create_a_named_bucket(session):
+    with pytest.raises(ConfigError) as missing:
+        ensure_bucket(session.client("s3"), "not-there", REGION, create=False)
+    assert missing.value.field == "bucket"
+    assert "omit --bucket" in str(missing.value)
+
+
+def test_unencrypted_objects_are_uploaded_again_with_sse(s3, artifact):
+    for item in artifact.files:
+        s3.upload_file(str(artifact.directory / item.path), BUCKET, f"{PREFIX}/{item.path}")
+    result = upload_artifact(s3, artifact, BUCKET, PREFIX)
+    assert result.uploaded == ("config.json", "model.safetensors", "manifest.json")
