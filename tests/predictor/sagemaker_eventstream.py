@@ -43,13 +43,14 @@ class _RawStream:
     def __init__(self, wire: bytes, read_size: int) -> None:
         self._wire = wire
         self._read_size = read_size
+        self.closed = False
 
     def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
         for start in range(0, len(self._wire), self._read_size):
             yield self._wire[start:start + self._read_size]
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def serve_event_stream(client: Any, messages: list[bytes], *, read_size: int = 7) -> list[bytes]:
@@ -61,7 +62,8 @@ def serve_event_stream(client: Any, messages: list[bytes], *, read_size: int = 7
     The wire is read in ``read_size`` chunks, so messages are also split across reads.
 
     Returns:
-        A list that receives each request sent (botocore's ``AWSPreparedRequest``).
+        A list that receives each request sent (botocore's ``AWSPreparedRequest``) and,
+        after it, the raw stream it was answered with.
     """
     from botocore.awsrequest import AWSResponse
 
@@ -72,7 +74,9 @@ def serve_event_stream(client: Any, messages: list[bytes], *, read_size: int = 7
         headers = {"Content-Type": "application/vnd.amazon.eventstream",
                    "X-Amzn-SageMaker-Content-Type": "application/jsonlines",
                    "x-amzn-RequestId": "req-stream-1"}
-        return AWSResponse(request.url, 200, headers, _RawStream(b"".join(messages), read_size))
+        raw = _RawStream(b"".join(messages), read_size)
+        sent.append(raw)
+        return AWSResponse(request.url, 200, headers, raw)
 
     client.meta.events.register("before-send.sagemaker-runtime.InvokeEndpointWithResponseStream", respond)
     return sent

@@ -159,6 +159,16 @@ def test_stream_events_yields_every_line_including_the_final_text(runtime: Any) 
     assert events == LINES and events[-1]["generated_text"] == " caf\u00e9 \U0001f642!"
 
 
+def test_stopping_a_stream_early_closes_the_connection(runtime: Any) -> None:
+    sent = serve_event_stream(runtime, _parts(LINES, [5]))
+    stream = Predictor("gptj-prod", client=runtime).stream("Hi")
+    assert next(stream) == " caf\u00e9"
+    raw = sent[1]
+    assert not raw.closed
+    stream.close()
+    assert raw.closed
+
+
 @pytest.mark.parametrize("kind", ["ModelStreamError", "InternalStreamFailure"])
 def test_an_error_inside_the_stream_is_an_invocation_error(runtime: Any, kind: str) -> None:
     serve_event_stream(runtime, _parts(LINES[:1], [4]) + [stream_exception(kind, "worker died", "Unknown")])

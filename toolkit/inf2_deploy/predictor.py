@@ -357,17 +357,21 @@ class Predictor(_PredictorBase):
         try:
             response = self._client.invoke_endpoint_with_response_stream(
                 EndpointName=self.endpoint_name, Body=payload, ContentType=_JSON, Accept=_JSON_LINES)
-            # Errors inside the stream arrive either as modeled events or, from botocore's
-            # event-stream parser, as an EventStreamError (a ClientError) while iterating.
-            for event in response["Body"]:
-                if "PayloadPart" in event:
-                    yield event["PayloadPart"].get("Bytes", b"")
-                for kind in ("ModelStreamError", "InternalStreamFailure"):
-                    if kind in event:
-                        detail = event[kind]
-                        raise InvocationError(
-                            f"{self.endpoint_name}: {kind}: {detail.get('Message') or 'no message'}",
-                            status=500, value=detail.get("ErrorCode"))
+            events = response["Body"]
+            try:
+                # Errors inside the stream arrive either as modeled events or, from botocore's
+                # event-stream parser, as an EventStreamError (a ClientError) while iterating.
+                for event in events:
+                    if "PayloadPart" in event:
+                        yield event["PayloadPart"].get("Bytes", b"")
+                    for kind in ("ModelStreamError", "InternalStreamFailure"):
+                        if kind in event:
+                            detail = event[kind]
+                            raise InvocationError(
+                                f"{self.endpoint_name}: {kind}: {detail.get('Message') or 'no message'}",
+                                status=500, value=detail.get("ErrorCode"))
+            finally:
+                events.close()  # frees the connection when the caller stops early
         except (ClientError, BotoCoreError) as exc:
             raise _aws_error(exc, self.endpoint_name) from None
 
