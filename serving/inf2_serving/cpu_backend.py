@@ -29,7 +29,7 @@ class CpuBackend:
         from transformers import AutoModelForCausalLM
 
         self.batch_size = config.batch_size
-        self.n_positions = min(config.n_positions or model_config.n_positions, model_config.n_positions)
+        self.n_positions = config.n_positions or model_config.n_positions
         self._eos = eos_token_id
         self.model = AutoModelForCausalLM.from_pretrained(config.weights_dir)
         self.model.eval()

@@ -70,6 +70,9 @@ def load_engine(config: ServingConfig) -> Engine:
     model_config = AutoConfig.from_pretrained(config.weights_dir)
     tokenizer = AutoTokenizer.from_pretrained(config.weights_dir)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model_config.eos_token_id
+    if config.n_positions is not None and config.n_positions > model_config.n_positions:
+        raise ConfigError("n_positions", config.n_positions,
+                          f"the model supports at most {model_config.n_positions} positions")
     backend_name = _resolve_backend(config)
     logger.info("loading %s with the %s backend", config.weights_dir, backend_name)
     if backend_name == "neuron":

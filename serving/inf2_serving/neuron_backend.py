@@ -87,7 +87,7 @@ class NeuronBackend:
         from transformers_neuronx.gptj.model import GPTJForSampling
 
         self.batch_size = config.batch_size
-        self.n_positions = min(config.n_positions or model_config.n_positions, model_config.n_positions)
+        self.n_positions = config.n_positions or model_config.n_positions
         self._eos = eos_token_id
         cache = configure_compiler_env(config)
         workdir = tempfile.gettempdir()

@@ -107,6 +107,13 @@ def test_auto_picks_neuron_only_with_device_and_library(standins, monkeypatch) -
     assert not neuron_available()
 
 
+def test_n_positions_beyond_the_model_is_refused(neuron_env, tiny_gptj, tmp_path) -> None:
+    handler = ModelHandler()
+    with pytest.raises(ConfigError, match="at most 1024 positions"):
+        handler.initialize(_props(tiny_gptj, tmp_path, n_positions="2048"))
+    assert neuron_env.instances == []
+
+
 def test_neuron_backend_refuses_other_architectures(neuron_env, tiny_gptj, tmp_path) -> None:
     import shutil
 

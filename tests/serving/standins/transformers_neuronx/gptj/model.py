@@ -69,9 +69,10 @@ class GPTJForSampling(module.PretrainedModel):
         self.check_batch(input_ids)
         self.sample_calls += 1
         eos = self.config.eos_token_id
+        sampling = {"do_sample": True, "top_k": top_k} if top_k > 1 else {"do_sample": False}
         out = self._cpu.generate(
             input_ids, attention_mask=torch.ones_like(input_ids), max_length=sequence_length,
-            do_sample=top_k > 1, top_k=top_k, pad_token_id=eos, eos_token_id=eos,
+            pad_token_id=eos, eos_token_id=eos, **sampling,
         )
         if streamer is not None:
             for step in range(input_ids.shape[1], out.shape[1]):
