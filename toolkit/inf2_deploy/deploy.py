@@ -52,6 +52,7 @@ __all__ = [
     "default_endpoint_name",
     "default_artifact_dir",
     "model_slug",
+    "require_role",
 ]
 
 
@@ -137,12 +138,13 @@ def default_artifact_dir(spec: DeploymentSpec) -> Path:
     return artifact_cache_dir() / f"sagemaker-{model_slug(spec.model)}"
 
 
-def _require_role(spec: DeploymentSpec) -> None:
+def require_role(spec: DeploymentSpec) -> None:
+    """Raise ``ConfigError`` (field ``role_arn``) when the spec has no execution role."""
     if not spec.role_arn:
         raise ConfigError(
             "an IAM execution role is required to deploy to SageMaker", field="role_arn",
-            hint="pass --role arn:aws:iam::ACCOUNT:role/NAME (API: role=...); the role needs "
-                 "AmazonSageMakerFullAccess-style access to the artifact bucket and ECR",
+            hint="pass --role arn:aws:iam::ACCOUNT:role/NAME, or role= in the API; the role needs "
+                 "SageMaker access to the artifact bucket and to ECR",
         )
 
 
@@ -233,7 +235,7 @@ def deploy(
         EndpointFailedError: the endpoint failed; what this deploy made was rolled back.
         WaitInterrupted: Ctrl-C while waiting; the endpoint keeps being created.
     """
-    _require_role(spec)
+    require_role(spec)
     plan = check_plan(spec)
     session = session or make_session(plan.region)
     clock = clock or SystemClock()

@@ -59,7 +59,6 @@ class _Display:
         self.started = time.monotonic()
 
     def __enter__(self) -> _Display:
-        self.bars.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,6 +67,8 @@ class _Display:
             self.live.stop()
 
     def progress(self, done: int, total: int, label: str) -> None:
+        if not self.tasks:
+            self.bars.start()
         phase = label if label in _PACKAGER_LABELS else "upload"
         if phase not in self.tasks:
             self.tasks[phase] = self.bars.add_task(phase, total=total or None)
@@ -108,7 +109,7 @@ def _deploy_local(args: argparse.Namespace, spec: Any) -> int:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..deploy import WaitInterrupted, default_endpoint_name, deploy
+    from ..deploy import WaitInterrupted, default_endpoint_name, deploy, require_role
     from ..errors import ConfigError
 
     spec = spec_from_args(args)
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return _deploy_local(args, spec)
     if args.port is not None:
         raise ConfigError("--port applies to --local deployments only", field="port", value=args.port)
+    require_role(spec)  # before anything is drawn or packaged
     hf_token = os.environ.get("HF_TOKEN") if args.pass_hf_token else None
     if args.pass_hf_token and not hf_token:
         raise ConfigError("--pass-hf-token given but HF_TOKEN is not set", field="hf_token")
