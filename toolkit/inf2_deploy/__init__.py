@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     # benchmarking
     "bench": "benchmarking",
     "BenchResult": "benchmarking",
+    # security
+    "iam_policies": "iam",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,236 @@
+"""Least-privilege IAM policies for deploying with inf2-deploy and for the endpoint it creates.
+
+Two policy documents:
+
+- the **deployer** policy, for whoever runs ``inf2-deploy deploy/status/logs/
+  invoke/list/delete``: exactly the API actions the toolkit calls, on the
+  resources its names allow (the endpoint, and models and endpoint configs
+  named ``<endpoint>-<fingerprint>-<time>``), S3 on the artifact prefix, log
+  reading, and ``iam:PassRole`` of the execution role to SageMaker only;
+- the **execution role** policy, for the role the endpoint runs as: read the
+  artifact prefix, read and write the Neuron compile cache, pull the LMI image
+  from ECR, write logs and metrics.
+
+:data:`OPERATION_ACTIONS` maps the boto3 operations the toolkit makes to the IAM
+action that authorizes each; tests record the operations of a full deploy and
+check the deployer policy against it in both directions.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from .endpoint import resource_name
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_ROLE_NAME",
+    "OPERATION_ACTIONS",
+    "action_for",
+    "deployer_policy",
+    "execution_role_policy",
+    "iam_policies",
+]
+
+POLICY_VERSION = "2012-10-17"
+DEFAULT_ROLE_NAME = "inf2-deploy-endpoint"
+LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
+# The LMI images live in an AWS-owned ECR account that differs between regions.
+LMI_REPOSITORY = "djl-inference"
+
+#: (boto3 service, operation) -> IAM action, where the action is not simply "<service>:<operation>"
+OPERATION_ACTIONS: dict[tuple[str, str], str] = {
+    ("s3", "HeadBucket"): "s3:ListBucket",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "CreateMultipartUpload"): "s3:PutObject",
+    ("s3", "UploadPart"): "s3:PutObject",
+    ("s3", "CompleteMultipartUpload"): "s3:PutObject",
+    ("s3", "DeleteObjects"): "s3:DeleteObject",
+    ("s3", "PutPublicAccessBlock"): "s3:PutBucketPublicAccessBlock",
+    ("s3", "PutBucketEncryption"): "s3:PutEncryptionConfiguration",
+    ("sagemaker-runtime", "InvokeEndpoint"): "sagemaker:InvokeEndpoint",
+    ("sagemaker-runtime", "InvokeEndpointWithResponseStream"): "sagemaker:InvokeEndpointWithResponseStream",
+}
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ENDPOINT = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,512}$")
+
+
+def action_for(service: str, operation: str) -> str:
+    """The IAM action that authorizes boto3 ``service``'s ``operation`` (e.g. ``s3``, ``HeadObject``)."""
+    prefix = "sagemaker" if service.startswith("sagemaker") else service
+    return OPERATION_ACTIONS.get((service, operation), f"{prefix}:{operation}")
+
+
+def _statement(sid: str, actions: list[str], resources: list[str] | str,
+               condition: dict[str, Any] | None = None) -> dict[str, Any]:
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions),
+                                 "Resource": resources}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def _check(bucket: str, region: str, account: str, prefix: str, role_name: str,
+           endpoint_name: str | None) -> str:
+    checks = (
+        ("bucket", bucket, _BUCKET.match(bucket) is not None),
+        ("region", region, region == "*" or _REGION.match(region) is not None),
+        ("account", account, account == "*" or _ACCOUNT.match(account) is not None),
+        ("role_name", role_name, _ROLE_NAME.match(role_name) is not None),
+        ("endpoint_name", endpoint_name, endpoint_name is None or _ENDPOINT.match(endpoint_name) is not None),
+    )
+    for field, value, ok in checks:
+        if not ok:
+            raise ConfigError(f"{value!r} is not a valid {field.replace('_', ' ')}", field=field, value=value)
+    cleaned = prefix.strip("/")
+    if not _PREFIX.match(cleaned) or ".." in cleaned.split("/") or "*" in cleaned:
+        raise ConfigError(f"{prefix!r} is not a plain S3 key prefix", field="prefix", value=prefix)
+    return cleaned
+
+
+def _name_patterns(endpoint_name: str | None) -> tuple[str, str]:
+    """(endpoint pattern, model/config pattern) for ARNs, from the toolkit's own naming rule."""
+    if endpoint_name is None:
+        return "*", "*"
+    sample = resource_name(endpoint_name, "0" * 8, datetime(2000, 1, 1, tzinfo=timezone.utc))
+    # resource_name appends "-<8 fingerprint chars>-<14 time digits>"; keep what precedes it.
+    return endpoint_name, sample[: -len("00000000-20000101000000")] + "*"
+
+
+def deployer_policy(
+    bucket: str,
+    *,
+    region: str = "*",
+    account: str = "*",
+    prefix: str = "inf2-deploy",
+    role_name: str = DEFAULT_ROLE_NAME,
+    endpoint_name: str | None = None,
+    create_bucket: bool | None = None,
+) -> dict[str, Any]:
+    """The policy for the person or CI job that runs inf2-deploy.
+
+    Args:
+        bucket: the artifact bucket (``--bucket``).
+        region: the region, or ``*`` for any.
+        account: the 12-digit account id, or ``*`` for any.
+        prefix: the S3 key prefix (``--prefix``).
+        role_name: the endpoint's execution role, the only role that may be passed.
+        endpoint_name: restrict SageMaker resources to this endpoint's names.
+        create_bucket: allow creating the bucket as private and encrypted; default:
+            when ``bucket`` is the default ``sagemaker-REGION-ACCOUNT`` bucket.
+
+    Returns:
+        An IAM policy document (a JSON-ready dict).
+
+    Raises:
+        ConfigError: an argument is not a valid name, region, account or prefix.
+    """
+    prefix = _check(bucket, region, account, prefix, role_name, endpoint_name)
+    if create_bucket is None:
+        create_bucket = bucket.startswith("sagemaker-")
+    endpoint, derived = _name_patterns(endpoint_name)
+    # SageMaker ARNs carry resource names in lower case; IAM matches against those ARNs.
+    arn = f"arn:aws:sagemaker:{region}:{account}"
+    sm_endpoint, sm_derived = endpoint.lower(), derived.lower()
+    statements = [
+        _statement(
+            "ManageInf2DeployResources",
+            ["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel",
+             "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig",
+             "sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint",
+             "sagemaker:DeleteEndpoint", "sagemaker:AddTags", "sagemaker:ListTags"],
+            [f"{arn}:model/{sm_derived}", f"{arn}:endpoint-config/{sm_derived}", f"{arn}:endpoint/{sm_endpoint}"],
+        ),
+        _statement("InvokeEndpoint", ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
+                   [f"{arn}:endpoint/{sm_endpoint}"]),
+        # ListEndpoints has no resource-level permissions; `inf2-deploy list` needs it.
+        _statement("ListEndpoints", ["sagemaker:ListEndpoints"], "*"),
+        # HeadBucket is authorized by s3:ListBucket and sends no prefix, so no s3:prefix condition.
+        _statement("ArtifactBucket", ["s3:ListBucket"], [f"arn:aws:s3:::{bucket}"]),
+        _statement("ArtifactObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                   [f"arn:aws:s3:::{bucket}/{prefix}/*"]),
+        _statement("ReadEndpointLogs", ["logs:FilterLogEvents", "logs:GetLogEvents", "logs:DescribeLogStreams"],
+                   [f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}",
+                    f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}:*"]),
+        # The account id for the default bucket name; GetCallerIdentity needs no permission
+        # in practice, but explicit denies exist, so it is listed.
+        _statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
+        _statement("PassExecutionRoleToSageMaker", ["iam:PassRole"], [f"arn:aws:iam::{account}:role/{role_name}"],
+                   {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+    ]
+    if create_bucket:
+        statements.insert(4, _statement(
+            "CreatePrivateEncryptedBucket",
+            ["s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration"],
+            [f"arn:aws:s3:::{bucket}"]))
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def execution_role_policy(
+    bucket: str,
+    *,
+    region: str = "*",
+    account: str = "*",
+    prefix: str = "inf2-deploy",
+) -> dict[str, Any]:
+    """The policy for the endpoint's execution role (the ``--role`` the container runs as).
+
+    Args:
+        bucket: the artifact bucket.
+        region: the region, or ``*`` for any.
+        account: the 12-digit account id, or ``*`` for any.
+        prefix: the S3 key prefix; artifacts and ``neuron-cache/`` live under it.
+
+    Returns:
+        An IAM policy document (a JSON-ready dict).
+
+    Raises:
+        ConfigError: an argument is not a valid name, region, account or prefix.
+    """
+    prefix = _check(bucket, region, account, prefix, DEFAULT_ROLE_NAME, None)
+    cache = f"arn:aws:s3:::{bucket}/{prefix}/neuron-cache/*"
+    statements = [
+        _statement("ListArtifactPrefix", ["s3:ListBucket"], [f"arn:aws:s3:::{bucket}"],
+                   {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}),
+        _statement("ReadArtifacts", ["s3:GetObject"], [f"arn:aws:s3:::{bucket}/{prefix}/*"]),
+        _statement("NeuronCompileCache", ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], [cache]),
+        # GetAuthorizationToken has no resource-level permissions.
+        _statement("EcrLogin", ["ecr:GetAuthorizationToken"], "*"),
+        _statement("PullLmiImage", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                    "ecr:BatchCheckLayerAvailability"],
+                   [f"arn:aws:ecr:{region}:*:repository/{LMI_REPOSITORY}"]),
+        _statement("WriteEndpointLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                   [f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}*"]),
+        # PutMetricData has no resource-level permissions.
+        _statement("PublishMetrics", ["cloudwatch:PutMetricData"], "*"),
+    ]
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def iam_policies(
+    bucket: str,
+    *,
+    region: str = "*",
+    account: str = "*",
+    prefix: str = "inf2-deploy",
+    role_name: str = DEFAULT_ROLE_NAME,
+    endpoint_name: str | None = None,
+    create_bucket: bool | None = None,
+) -> dict[str, Any]:
+    """Both policies: ``{"deployer": ..., "execution_role": ...}`` (see the two builders).
+
+    Raises:
+        ConfigError: an argument is not a valid name, region, account or prefix.
+    """
+    return {
+        "deployer": deployer_policy(bucket, region=region, account=account, prefix=prefix, role_name=role_name,
+                                    endpoint_name=endpoint_name, create_bucket=create_bucket),
+        "execution_role": execution_role_policy(bucket, region=region, account=account, prefix=prefix),
+    }
