@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
-DEFAULT_CHUNK_BYTES = 32 * 1024**2
+DEFAULT_CHUNK_BYTES = 8 * 1024**2
+# Chunks queued for the writer thread at most; reading and casting run this far ahead.
+_WRITE_DEPTH = 2
 SAFE_INDEX_NAME = "model.safetensors.index.json"
 SAFE_SINGLE_NAME = "model.safetensors"
 # A safetensors header larger than this is corrupt (the format caps it at 100 MB).
@@ -94,19 +96,27 @@ class TensorInfo:
         return self.numel * _NUMPY_DTYPES[self.dtype].itemsize
 
 
-def cast_array(array: np.ndarray, target: str) -> np.ndarray:
+def cast_array(array: np.ndarray, target: str, *, out: np.ndarray | None = None) -> np.ndarray:
     """Cast a floating array to ``target`` (fp16, bf16 or fp32) with round-to-nearest-even.
 
-    Non-floating arrays (integers, bools) are returned unchanged.
+    Non-floating arrays (integers, bools) and arrays already of ``target`` are
+    returned unchanged.
+
+    Args:
+        out: a buffer of the target dtype and the same size to cast into, instead
+            of allocating one.
     """
     if array.dtype not in (_NUMPY_DTYPES[code] for code in _FLOAT_CODES):
         return array
-    out = _NUMPY_DTYPES[TARGET_DTYPES[target]]
-    if array.dtype == out:
+    dtype = _NUMPY_DTYPES[TARGET_DTYPES[target]]
+    if array.dtype == dtype:
         return array
     # Values beyond fp16's range become +-inf, exactly as torch's cast does.
     with np.errstate(over="ignore"):
-        return array.astype(out)
+        if out is None:
+            return array.astype(dtype)
+        np.copyto(out, array.reshape(out.shape), casting="unsafe")
+        return out
 
 
 # ---------------------------------------------------------------- reading
@@ -216,15 +226,34 @@ def read_tensor_infos(checkpoint: Checkpoint) -> list[TensorInfo]:
     return infos
 
 
-class _SliceReader:
-    """Reads tensors in slices of at most ``chunk_bytes``, keeping one input file open at a time.
+class _BufferRing:
+    """Reusable buffers handed out in turn, so the steady state allocates (and page-faults) nothing.
 
-    Each slice is a fresh array: the writer thread may still hold the previous one.
+    A buffer comes round again after ``size`` hand-outs. The writer keeps at most
+    ``_WRITE_DEPTH`` chunks queued, so with ``size > _WRITE_DEPTH`` a buffer is never
+    refilled while a chunk in it still waits to be written.
     """
+
+    def __init__(self, size: int = _WRITE_DEPTH + 2) -> None:
+        self._buffers = [bytearray() for _ in range(size)]
+        self._next = 0
+
+    def array(self, dtype: np.dtype, count: int) -> np.ndarray:
+        index = self._next
+        self._next = (index + 1) % len(self._buffers)
+        nbytes = count * dtype.itemsize
+        if len(self._buffers[index]) < nbytes:
+            self._buffers[index] = bytearray(nbytes)
+        return np.frombuffer(self._buffers[index], dtype=dtype, count=count)
+
+
+class _SliceReader:
+    """Reads tensors in slices of at most ``chunk_bytes``, keeping one input file open at a time."""
 
     def __init__(self, weight_format: str, chunk_bytes: int) -> None:
         self._format = weight_format
         self._chunk_bytes = chunk_bytes
+        self._ring = _BufferRing()
         self._file: Path | None = None
         self._stream: BinaryIO | None = None
         self._state: dict[str, Any] | None = None
@@ -258,7 +287,7 @@ class _SliceReader:
         assert self._stream is not None
         self._stream.seek(info.begin)
         for start in range(0, info.numel, step):
-            piece = np.empty(min(step, info.numel - start), dtype=dtype)
+            piece = self._ring.array(dtype, min(step, info.numel - start))
             view = memoryview(piece).cast("B")
             got = 0
             while got < len(view):
@@ -350,7 +379,7 @@ class _ShardWriter:
     JSON header (dtype, shape, data_offsets per tensor), then the raw data.
     """
 
-    def __init__(self, depth: int = 2) -> None:
+    def __init__(self, depth: int = _WRITE_DEPTH) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._pending: deque[Future[Any]] = deque()
         self._depth = depth
@@ -465,6 +494,7 @@ def convert_weights(
     done = 0
     reader = _SliceReader(checkpoint.weight_format, chunk_bytes)
     writer = _ShardWriter()
+    cast_ring = _BufferRing()
     results: list[Future[ArtifactFile]] = []
     try:
         for index, shard in enumerate(shards):
@@ -473,8 +503,12 @@ def convert_weights(
             writer.open(folder / name, part_size)
             writer.write(header)
             for info in shard:
+                out_dtype = _NUMPY_DTYPES[info.out_dtype(dtype)]
                 for piece in reader.slices(info):
-                    writer.write(cast_array(piece, dtype))
+                    if piece.dtype == out_dtype:
+                        writer.write(piece)
+                    else:
+                        writer.write(cast_array(piece, dtype, out=cast_ring.array(out_dtype, piece.size)))
                     done += piece.nbytes
                     if progress is not None:
                         progress(done, total_in, "weights")
