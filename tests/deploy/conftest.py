@@ -116,6 +116,21 @@ def session(service_loader) -> Iterator:
         yield Session(boto3.Session(botocore_session=core, region_name=REGION), REGION)
 
 
+@pytest.fixture
+def make_client(service_loader):
+    """``make_client(service)``: a client with the toolkit's retry config, for Stubber tests."""
+    import boto3
+    import botocore.session
+    from inf2_deploy.aws import CLIENT_CONFIG
+
+    def make(service: str):
+        core = botocore.session.Session()
+        core.register_component("data_loader", service_loader)
+        return boto3.Session(botocore_session=core).client(service, region_name=REGION, config=CLIENT_CONFIG)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def service_loader():
     """One botocore service-model loader for all tests: parsing the JSON models costs ~1.5 s a session."""

@@ -5,21 +5,15 @@ import json
 import re
 from datetime import datetime, timezone
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
-from inf2_deploy.aws import CLIENT_CONFIG
 from inf2_deploy.endpoint import Endpoint, EndpointStatus, LogTailer, resource_name, volume_size_gb
 from inf2_deploy.errors import AwsError, EndpointFailedError
 from sagemaker_fakes import REGION, FakeClock
 
 ARN = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/gptj"
 WHEN = datetime(2025, 1, 2, tzinfo=timezone.utc)
-
-
-def _client(service: str):
-    return boto3.session.Session().client(service, region_name=REGION, config=CLIENT_CONFIG)
 
 
 def _described(status: str, **extra: object) -> dict:
@@ -31,8 +25,8 @@ def _event(event_id: str, timestamp: int, message: str) -> dict:
     return {"eventId": event_id, "timestamp": timestamp, "message": message + "\n", "logStreamName": "AllTraffic/i-1"}
 
 
-def test_wait_walks_creating_to_in_service():
-    sagemaker = _client("sagemaker")
+def test_wait_walks_creating_to_in_service(make_client):
+    sagemaker = make_client("sagemaker")
     clock = FakeClock()
     seen = []
     with Stubber(sagemaker) as stub:
@@ -46,8 +40,8 @@ def test_wait_walks_creating_to_in_service():
     assert clock.sleeps == [20, 20]
 
 
-def test_wait_raises_failure_reason_with_the_last_log_lines():
-    sagemaker, logs = _client("sagemaker"), _client("logs")
+def test_wait_raises_failure_reason_with_the_last_log_lines(make_client):
+    sagemaker, logs = make_client("sagemaker"), make_client("logs")
     group = "/aws/sagemaker/Endpoints/gptj"
     with Stubber(sagemaker) as sm_stub, Stubber(logs) as logs_stub:
         sm_stub.add_response("describe_endpoint", _described("Creating"), {"EndpointName": "gptj"})
@@ -67,8 +61,8 @@ def test_wait_raises_failure_reason_with_the_last_log_lines():
     assert "inf2-deploy logs gptj" in text
 
 
-def test_wait_gives_up_after_timeout_without_deleting_anything():
-    sagemaker = _client("sagemaker")
+def test_wait_gives_up_after_timeout_without_deleting_anything(make_client):
+    sagemaker = make_client("sagemaker")
     clock = FakeClock()
     with Stubber(sagemaker) as stub:
         for _ in range(3):
@@ -79,8 +73,8 @@ def test_wait_gives_up_after_timeout_without_deleting_anything():
     assert "still Creating after 60 s" in str(timed_out.value)
 
 
-def test_log_tailer_pages_and_never_repeats_a_line():
-    logs = _client("logs")
+def test_log_tailer_pages_and_never_repeats_a_line(make_client):
+    logs = make_client("logs")
     group = "/aws/sagemaker/Endpoints/gptj"
     base = {"logGroupName": group, "interleaved": True}
     with Stubber(logs) as stub:
@@ -105,18 +99,17 @@ def test_log_tailer_pages_and_never_repeats_a_line():
     assert first[0].stream == "AllTraffic/i-1"
 
 
-def test_log_tailer_is_quiet_until_the_group_exists():
-    logs = _client("logs")
+def test_log_tailer_is_quiet_until_the_group_exists(make_client):
+    logs = make_client("logs")
     with Stubber(logs) as stub:
         stub.add_client_error("filter_log_events", "ResourceNotFoundException", "The specified log group does not "
                               "exist.")
         assert LogTailer(logs, "gptj").poll() == []
 
 
-def test_throttling_is_retried_by_the_client():
+def test_throttling_is_retried_by_the_client(make_client):
     """ThrottlingException then success: the adaptive retry mode makes the second attempt."""
-    sagemaker = boto3.session.Session(aws_access_key_id="k", aws_secret_access_key="s").client(
-        "sagemaker", region_name=REGION, config=CLIENT_CONFIG)
+    sagemaker = make_client("sagemaker")
     attempts = []
 
     class Body:
