@@ -119,3 +119,99 @@ def live_server(tiny_artifact: Path, wait_ready):  # noqa: ANN001, ANN201
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         wait_ready(client)
         yield server, client
+
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
+
+
+@pytest.fixture
+def moto_inf2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let moto's CreateEndpointConfig accept the four ml.inf2 types, and give it UpdateEndpoint.
+
+    moto 5.2.5 checks InstanceType against an enum older than Inferentia2
+    (FakeEndpointConfig.validate_instance_type) and answers UpdateEndpoint with
+    "not implemented". Only the inf2 names are let through; the update makes the
+    endpoint serve the new config, as SageMaker does once an update succeeded.
+    """
+    from inf2_deploy.spec import INSTANCE_TYPES
+    from moto.core.responses import ActionResult
+    from moto.sagemaker import models
+    from moto.sagemaker.responses import SageMakerResponse
+
+    original = models.FakeEndpointConfig.validate_instance_type
+
+    def validate_instance_type(self, instance_type: str) -> None:  # noqa: ANN001
+        if instance_type not in INSTANCE_TYPES:
+            original(self, instance_type)
+
+    def update_endpoint(self: SageMakerResponse) -> ActionResult:
+        backend = self.sagemaker_backend
+        endpoint = backend.endpoints.get(self._get_param("EndpointName"))
+        if endpoint is None:
+            raise models.ValidationError(message="Could not find endpoint.")
+        config = backend.describe_endpoint_config(self._get_param("EndpointConfigName"))
+        endpoint.endpoint_config_name = config["EndpointConfigName"]
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    monkeypatch.setattr(models.FakeEndpointConfig, "validate_instance_type", validate_instance_type)
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch, fake_aws: dict[str, str], moto_inf2: None, tmp_path: Path):  # noqa: ANN201
+    """An in-process moto server on 127.0.0.1 that every boto3 client reaches via AWS_ENDPOINT_URL."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.setenv("INF2_DEPLOY_HOME", str(tmp_path / "inf2-deploy-home"))
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+class CallRecorder:
+    """Every AWS API call made by any boto3 client created while it is installed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict]] = []  # (service, operation, params)
+
+    def operations(self) -> set[tuple[str, str]]:
+        return {(service, operation) for service, operation, _ in self.calls}
+
+
+@pytest.fixture
+def record_aws_calls(monkeypatch: pytest.MonkeyPatch) -> CallRecorder:
+    """Hook every botocore client created from now on to record each call's API parameters.
+
+    ``before-parameter-build`` carries the API parameters (``before-call`` has the
+    serialized request instead) and fires for every call, including those a
+    Stubber answers.
+    """
+    import botocore.session
+
+    recorder = CallRecorder()
+    original = botocore.session.Session.create_client
+
+    def create_client(self, service_name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        client = original(self, service_name, *args, **kwargs)
+
+        def record(model, params, **_: object) -> None:  # noqa: ANN001
+            recorder.calls.append((service_name, model.name, dict(params)))
+
+        client.meta.events.register_first("before-parameter-build", record)
+        return client
+
+    monkeypatch.setattr(botocore.session.Session, "create_client", create_client)
+    return recorder

@@ -156,7 +156,8 @@ def deployer_policy(
         _statement("ArtifactBucket", ["s3:ListBucket"], [f"arn:aws:s3:::{bucket}"]),
         _statement("ArtifactObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                    [f"arn:aws:s3:::{bucket}/{prefix}/*"]),
-        _statement("ReadEndpointLogs", ["logs:FilterLogEvents", "logs:GetLogEvents", "logs:DescribeLogStreams"],
+        # `logs` and the deploy wait read with FilterLogEvents only (across the group's streams).
+        _statement("ReadEndpointLogs", ["logs:FilterLogEvents"],
                    [f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}",
                     f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}:*"]),
         # The account id for the default bucket name; GetCallerIdentity needs no permission

@@ -1,0 +1,180 @@
+"""iam-policy: well-formed least-privilege JSON that covers exactly what a real deploy calls.
+
+A full tiny-gptj deploy, redeploy (update), status, logs, list, invoke, stream
+and delete run against moto while every AWS call is recorded; each call must
+be allowed by the deployer policy on its own resource ARN, and every action in
+the policy must have been used (or be on the short list explained below).
+"""
+from __future__ import annotations
+
+import json
+from fnmatch import fnmatchcase
+from typing import Any
+
+import pytest
+from inf2_deploy.cli import main
+from inf2_deploy.errors import ConfigError
+from inf2_deploy.iam import action_for, deployer_policy, execution_role_policy, iam_policies
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+ROLE_NAME = "SageMakerRole"
+BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
+
+#: actions in the deployer policy that the happy path never calls, and why they are there
+UNUSED_ON_PURPOSE = {
+    "s3:AbortMultipartUpload": "s3transfer aborts a multipart upload that fails part-way",
+}
+
+
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    assert policy["Version"] == "2012-10-17"
+    return policy["Statement"]
+
+
+def _listify(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def _allowed(policy: dict[str, Any], action: str, resource: str) -> bool:
+    return any(
+        action in _listify(s["Action"]) and any(fnmatchcase(resource, p) for p in _listify(s["Resource"]))
+        for s in _statements(policy)
+    )
+
+
+def _checks(service: str, operation: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(IAM action, resource ARN) pairs that AWS authorizes for one call."""
+    action = action_for(service, operation)
+    if service.startswith("sagemaker"):
+        arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+        kinds = (("EndpointName", "endpoint"), ("EndpointConfigName", "endpoint-config"), ("ModelName", "model"))
+        resources = [f"{arn}:{kind}/{params[key].lower()}" for key, kind in kinds if key in params]
+        if "ResourceArn" in params:
+            resources.append(params["ResourceArn"].lower())
+        checks = [(action, resource) for resource in resources or ["*"]]
+        if operation.startswith("Create") and params.get("Tags"):  # tagging on create needs AddTags
+            checks.append(("sagemaker:AddTags", resources[0]))
+        if "ExecutionRoleArn" in params:
+            checks.append(("iam:PassRole", params["ExecutionRoleArn"]))
+        return checks
+    if service == "s3":
+        bucket = f"arn:aws:s3:::{params['Bucket']}"
+        if operation == "DeleteObjects":  # authorized key by key
+            return [(action, f"{bucket}/{item['Key']}") for item in params["Delete"]["Objects"]]
+        return [(action, f"{bucket}/{params['Key']}" if "Key" in params else bucket)]
+    if service == "logs":
+        return [(action, f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{params['logGroupName']}")]
+    return [(action, "*")]
+
+
+def test_policies_are_well_formed_and_scoped() -> None:
+    policies = iam_policies(BUCKET, region=REGION, account=ACCOUNT, role_name=ROLE_NAME, endpoint_name="tiny")
+    text = json.dumps(policies)
+    assert json.loads(text) == policies
+    for policy in policies.values():
+        sids = [s["Sid"] for s in _statements(policy)]
+        assert len(sids) == len(set(sids))
+        for statement in _statements(policy):
+            assert statement["Effect"] == "Allow"
+            assert all(":" in a and "*" not in a for a in _listify(statement["Action"])), statement
+            resources = _listify(statement["Resource"])
+            if resources == ["*"]:  # only actions without resource-level permissions may use "*"
+                assert set(_listify(statement["Action"])) <= {
+                    "sagemaker:ListEndpoints", "sts:GetCallerIdentity", "ecr:GetAuthorizationToken",
+                    "cloudwatch:PutMetricData"}, statement
+            else:
+                assert all(r.startswith("arn:aws:") for r in resources)
+    deployer = policies["deployer"]
+    assert _allowed(deployer, "s3:PutObject", f"arn:aws:s3:::{BUCKET}/inf2-deploy/tiny-gptj/abc/model.safetensors")
+    assert not _allowed(deployer, "s3:PutObject", f"arn:aws:s3:::{BUCKET}/elsewhere/x")
+    assert not _allowed(deployer, "s3:PutObject", "arn:aws:s3:::other-bucket/inf2-deploy/x")
+    assert not _allowed(deployer, "sagemaker:DeleteEndpoint", f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/other")
+    assert not _allowed(deployer, "sagemaker:DeleteModel", f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/other-1")
+    (passrole,) = [s for s in _statements(deployer) if "iam:PassRole" in s["Action"]]
+    assert passrole["Resource"] == [f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"]
+    assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+
+    role = policies["execution_role"]
+    cache = f"arn:aws:s3:::{BUCKET}/inf2-deploy/neuron-cache/neff/x.neff"
+    assert _allowed(role, "s3:GetObject", f"arn:aws:s3:::{BUCKET}/inf2-deploy/tiny-gptj/abc/model.safetensors")
+    assert _allowed(role, "s3:PutObject", cache)
+    assert not _allowed(role, "s3:PutObject", f"arn:aws:s3:::{BUCKET}/inf2-deploy/tiny-gptj/abc/model.safetensors")
+    assert not _allowed(role, "s3:DeleteObject", cache)
+    for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"):
+        assert _allowed(role, action, f"arn:aws:ecr:{REGION}:763104351884:repository/djl-inference")
+    assert _allowed(role, "logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/x")
+    assert _allowed(role, "cloudwatch:PutMetricData", "*")
+
+
+def test_named_bucket_gets_no_create_rights_unless_asked() -> None:
+    def actions(policy: dict[str, Any]) -> set[str]:
+        return {a for s in _statements(policy) for a in _listify(s["Action"])}
+
+    assert "s3:CreateBucket" not in actions(deployer_policy("my-artifacts"))
+    assert "s3:CreateBucket" in actions(deployer_policy("my-artifacts", create_bucket=True))
+    assert {"s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration"} <= actions(
+        deployer_policy(BUCKET))
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"bucket": "Bad_Bucket"}, "bucket"), ({"region": "mars"}, "region"), ({"account": "12"}, "account"),
+    ({"prefix": "../x"}, "prefix"), ({"prefix": "a/*"}, "prefix"), ({"role_name": "a b"}, "role_name"),
+    ({"endpoint_name": "-x"}, "endpoint_name"),
+])
+def test_bad_arguments_name_the_field(kwargs: dict[str, str], field: str) -> None:
+    arguments = {"bucket": BUCKET, **kwargs}
+    with pytest.raises(ConfigError) as error:
+        iam_policies(arguments.pop("bucket"), **arguments)
+    assert error.value.field == field and field in str(error.value)
+
+
+def test_execution_role_policy_refuses_an_unsafe_prefix() -> None:
+    with pytest.raises(ConfigError) as error:
+        execution_role_policy(BUCKET, prefix="a/../b")
+    assert error.value.field == "prefix"
+
+
+def test_cli_prints_both_policies(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["iam-policy", "--bucket", "my-artifacts", "--region", REGION, "--account", ACCOUNT,
+                 "--role-name", ROLE_NAME]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == iam_policies("my-artifacts", region=REGION, account=ACCOUNT, role_name=ROLE_NAME)
+    assert main(["iam-policy", "--bucket", "Not_A_Bucket"]) == 2
+    assert capsys.readouterr().err.startswith("error: bucket: ")
+
+
+@pytest.mark.slow
+def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
+        moto_server: str, record_aws_calls, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    from inf2_deploy.errors import InvocationError
+    from inf2_deploy.predictor import Predictor
+
+    role = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
+    deploy = ["deploy", "--model", "tiny-gptj", "--instance-type", "ml.inf2.xlarge", "--endpoint-name", "tiny",
+              "--region", REGION, "--role", role]
+    assert main(deploy) == 0
+    assert main([*deploy, "--volume-size-gb", "40"]) == 0  # changed settings: UpdateEndpoint
+    assert main(["status", "tiny", "--region", REGION]) == 0
+    assert main(["logs", "tiny", "--region", REGION]) == 0
+    assert main(["list", "--region", REGION]) == 0
+    predictor = Predictor("tiny", region=REGION)
+    try:
+        predictor.generate("Hello")  # moto answers with a canned body that is not LMI JSON
+    except InvocationError:
+        pass
+    with pytest.raises(InvocationError):  # moto has no InvokeEndpointWithResponseStream
+        list(predictor.stream("Hello"))
+    assert main(["delete", "tiny", "--purge-artifacts", "--region", REGION]) == 0
+    capsys.readouterr()
+
+    policy = deployer_policy(BUCKET, region=REGION, account=ACCOUNT, role_name=ROLE_NAME, endpoint_name="tiny")
+    used = set()
+    for service, operation, params in record_aws_calls.calls:
+        for action, resource in _checks(service, operation, params):
+            assert _allowed(policy, action, resource), f"{service}.{operation} needs {action} on {resource}"
+            used.add(action)
+    granted = {a for s in _statements(policy) for a in _listify(s["Action"])}
+    assert granted - used == set(UNUSED_ON_PURPOSE)
+    assert {"sagemaker:UpdateEndpoint", "sagemaker:InvokeEndpointWithResponseStream", "s3:CreateBucket",
+            "iam:PassRole", "s3:DeleteObject"} <= used
