@@ -244,8 +244,8 @@ def resolve_target(target: str | StreamingTarget, *, region: str | None = None
     return _sagemaker_target(target, region)
 
 
-def _fetch_tokenizer_files(s3_uri: str, region: str | None) -> Path:
-    """Download the tokenizer files under an s3:// prefix into a temporary folder."""
+def _fetch_tokenizer_files(s3_uri: str, region: str | None, folder: Path) -> None:
+    """Download the tokenizer files under an s3:// prefix into ``folder``."""
     from botocore.exceptions import ClientError
 
     from .aws import aws_errors, is_not_found, make_session
@@ -258,41 +258,48 @@ def _fetch_tokenizer_files(s3_uri: str, region: str | None) -> Path:
                                hint="pass --tokenizer with a local folder")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     s3 = make_session(region).client("s3")
-    folder = Path(tempfile.mkdtemp(prefix="inf2-bench-tokenizer-"))
-    found = []
+    found = 0
     for name in TOKENIZER_FILES:
         try:
-            with aws_errors(f"s3:GetObject s3://{bucket}/{prefix}{name}"):
-                body = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
-        except Inf2DeployError as exc:
-            if isinstance(exc.__cause__, ClientError) and is_not_found(exc.__cause__):
+            body = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
+        except ClientError as exc:
+            if is_not_found(exc):  # a tokenizer has some of these files, never all
                 continue
-            raise
+            with aws_errors(f"s3:GetObject s3://{bucket}/{prefix}{name}"):
+                raise
         (folder / name).write_bytes(body)
-        found.append(name)
+        found += 1
     if not found:
         raise ModelSourceError(f"no tokenizer files under {s3_uri}", field="tokenizer", value=s3_uri,
                                hint="pass --tokenizer with a local folder or Hub id")
-    return folder
+
+
+def _auto_tokenizer(location: str, source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"cannot load a tokenizer from {source}: {exc}", field="tokenizer", value=source,
+                               hint="pass --tokenizer with the model's folder or Hub id") from None
 
 
 def load_tokenizer(source: str | os.PathLike[str], *, region: str | None = None) -> Any:
     """A transformers tokenizer from a folder, an artifact folder, an s3:// prefix or a Hub id.
 
+    From S3 only the tokenizer files are read, into a temporary folder removed afterwards.
+
     Raises:
         ModelSourceError: no tokenizer could be loaded from ``source``.
+        AwsError: reading from S3 failed.
     """
     text = os.fspath(source)
+    if text.startswith("s3://"):
+        with tempfile.TemporaryDirectory(prefix="inf2-bench-tokenizer-") as folder:
+            _fetch_tokenizer_files(text, region, Path(folder))
+            return _auto_tokenizer(folder, text)
     path = Path(text).expanduser()
-    location: str | Path = _fetch_tokenizer_files(text, region) if text.startswith("s3://") else (
-        path if path.exists() else text)
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(location))
-    except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"cannot load a tokenizer from {text}: {exc}", field="tokenizer", value=text,
-                               hint="pass --tokenizer with the model's folder or Hub id") from None
+    return _auto_tokenizer(str(path) if path.exists() else text, text)
 
 
 def _count(tokenizer: Any, text: str) -> int:
