@@ -110,7 +110,8 @@ def test_second_deploy_uploads_nothing_and_is_a_no_op(
     later.elapsed = 3600.0
     second = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=later)
 
-    assert not second.changed
+    assert not second.changed and second.bytes_uploaded == 0
+    assert first.bytes_uploaded == tiny_artifact.total_bytes + tiny_artifact.manifest_path.stat().st_size
     assert "nothing to do" in second.message
     assert (second.model_name, second.endpoint_config_name) == (first.model_name, first.endpoint_config_name)
     assert not UPLOAD_CALLS & set(calls.names())
@@ -143,6 +144,29 @@ def test_changed_settings_update_in_place_and_remove_superseded(
     described = sagemaker.describe_endpoint(EndpointName="tiny")
     assert described["EndpointConfigName"] == second.endpoint_config_name
     assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+
+
+def test_failed_update_keeps_the_old_config_and_removes_only_the_new_one(
+        session, tiny_spec, tiny_artifact, make_clock, status_script):
+    first = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=make_clock())
+    sagemaker = session.client("sagemaker")
+    status_script(sagemaker, ["InService", "Updating", "InService"])
+
+    def rolled_back(parsed: dict, **kwargs: object) -> None:
+        # SageMaker's automatic rollback: InService again, on the previous config, with a reason.
+        if parsed.get("EndpointStatus") == "InService":
+            parsed["EndpointConfigName"] = first.endpoint_config_name
+            parsed["FailureReason"] = "new variant failed the ping health check; rolled back"
+
+    sagemaker.meta.events.register("after-call.sagemaker.DescribeEndpoint", rolled_back)
+    later = make_clock()
+    later.elapsed = 60.0
+    with pytest.raises(EndpointFailedError, match="rolled back") as failed:
+        deploy(tiny_spec.replace(instance_count=2), artifact=tiny_artifact, session=session, clock=later)
+    assert "endpoint tiny" not in str(failed.value).split("rolled back:")[-1]
+    assert _names(session, "models") == [first.model_name]
+    assert _names(session, "configs") == [first.endpoint_config_name]
+    assert _names(session, "endpoints") == ["tiny"]
 
 
 def _put_logs(session, lines: list[str], start_ms: int) -> None:

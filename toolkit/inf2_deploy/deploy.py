@@ -84,6 +84,8 @@ class Deployment:
     changed: bool = True
     #: one line on what happened, for people
     message: str = ""
+    #: bytes this deploy sent to S3 (0 when the artifact was already there)
+    bytes_uploaded: int = 0
     session: Session | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -277,6 +279,7 @@ def deploy(
             return Deployment(
                 endpoint_name, session.region, upload.s3_uri, current["ProductionVariants"][0]["ModelName"],
                 existing.config_name or "", existing.status, changed=False, session=session,
+                bytes_uploaded=upload.bytes_uploaded,
                 message=f"endpoint {endpoint_name} already runs artifact {artifact.fingerprint[:12]} "
                         "with these settings; nothing to do",
             )
@@ -306,6 +309,7 @@ def deploy(
     action = "updating" if existing is not None else "creating"
     deployment = Deployment(endpoint_name, session.region, upload.s3_uri, name, name,
                             EndpointStatus.UPDATING if existing else EndpointStatus.CREATING, session=session,
+                            bytes_uploaded=upload.bytes_uploaded,
                             message=f"{action} endpoint {endpoint_name} with artifact {artifact.fingerprint[:12]}")
     if not wait:
         return deployment

@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 130
     print(deployment.message)
+    print(f"  uploaded         {deployment.bytes_uploaded / 1e6:.1f} MB" if deployment.bytes_uploaded
+          else "  uploaded         nothing (the artifact was already in S3)")
     if deployment.changed:
         print(f"  artifact         {deployment.artifact_s3_uri}")
         print(f"  model / config   {deployment.model_name}")
