@@ -1,0 +1,116 @@
+"""Request builders and the CLI's local / Ctrl-C paths, without AWS."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from inf2_deploy.cli import main
+from inf2_deploy.deploy import WaitInterrupted, list_deployments
+from inf2_deploy.endpoint import EndpointStatus, endpoint_config_request, model_request, settings_digest
+from inf2_deploy.local import LocalDeployment
+from inf2_deploy.spec import load_spec
+from sagemaker_fakes import ROLE
+
+
+def _spec(**overrides):
+    return load_spec(model="tiny-gptj", role_arn=ROLE, instance_type="ml.inf2.8xlarge", **overrides)
+
+
+def test_model_request_with_vpc_isolation_env_and_cache_override():
+    spec = _spec(subnets=("subnet-1", "subnet-2"), security_group_ids=("sg-1",), enable_network_isolation=True,
+                 env={"OPTION_ROLLING_BATCH": "disable"}, neuron_cc_flags="--model-type=transformer",
+                 compile_cache_url="s3://cache-bucket/neuron/")
+    request = model_request(spec, name="m", image_uri="img", model_data_uri="s3://b/p",
+                            compile_cache_url=spec.compile_cache_url)
+    assert request["VpcConfig"] == {"Subnets": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
+    assert request["EnableNetworkIsolation"] is True
+    assert request["PrimaryContainer"]["ModelDataSource"]["S3DataSource"]["S3Uri"] == "s3://b/p/"
+    assert request["PrimaryContainer"]["Environment"] == {
+        "NEURON_COMPILE_CACHE_URL": "s3://cache-bucket/neuron/",
+        "NEURON_CC_FLAGS": "--model-type=transformer",
+        "OPTION_ROLLING_BATCH": "disable",
+    }
+
+
+def test_endpoint_config_request_options():
+    spec = _spec(instance_count=3, volume_size_gb=100, inference_ami_version="al2-ami-sagemaker-inference-neuron-2",
+                 startup_health_check_timeout=1800, model_download_timeout=900)
+    variant = endpoint_config_request(spec, name="c", model_name="m", instance_type="ml.inf2.8xlarge",
+                                      artifact_bytes=12_100_000_000)["ProductionVariants"][0]
+    assert variant == {
+        "VariantName": "AllTraffic", "ModelName": "m", "InstanceType": "ml.inf2.8xlarge",
+        "InitialInstanceCount": 3, "ContainerStartupHealthCheckTimeoutInSeconds": 1800,
+        "ModelDataDownloadTimeoutInSeconds": 900, "VolumeSizeInGB": 100,
+        "InferenceAmiVersion": "al2-ami-sagemaker-inference-neuron-2",
+    }
+
+
+def test_settings_digest_ignores_names_and_token_values_but_not_settings():
+    def digest(spec, name="n", token=None):
+        model = model_request(spec, name=name, image_uri="img", model_data_uri="s3://b/p/",
+                              compile_cache_url="s3://b/c/", hf_token=token)
+        config = endpoint_config_request(spec, name=name, model_name=name, instance_type="ml.inf2.8xlarge",
+                                         artifact_bytes=1)
+        return settings_digest(model, config)
+
+    base = digest(_spec())
+    assert digest(_spec(), name="other") == base
+    assert digest(_spec(), token="a") == digest(_spec(), token="b") != base
+    assert digest(_spec(instance_count=2)) != base
+    assert digest(_spec(env={"X": "1"})) != base
+
+
+def test_list_includes_local_deployments(monkeypatch):
+    record = LocalDeployment(name="demo", url="http://127.0.0.1:8080", pid=123, artifact_dir="/a",
+                             log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
+    monkeypatch.setattr("inf2_deploy.local.list_local_deployments", lambda: [record])
+    (item,) = list_deployments(sagemaker=False)
+    assert (item.name, item.kind, item.status, item.location) == ("demo", "local", "running", record.url)
+    assert item.created == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def test_cli_deploy_local_delegates_to_the_local_server(monkeypatch, capsys):
+    calls = []
+    record = LocalDeployment(name="demo", url="http://127.0.0.1:8124", pid=42, artifact_dir="/a",
+                             log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
+
+    def deploy_local(spec, **kwargs):
+        calls.append((spec, kwargs))
+        return record
+
+    monkeypatch.setattr("inf2_deploy.local.deploy_local", deploy_local)
+    assert main(["deploy", "--local", "--model", "tiny-gptj", "--endpoint-name", "demo", "--port", "8124"]) == 0
+    spec, kwargs = calls[0]
+    assert spec.model == "tiny-gptj" and kwargs == {"name": "demo", "port": 8124, "wait": True}
+    assert "local deployment demo serving at http://127.0.0.1:8124" in capsys.readouterr().out
+
+
+def test_cli_delete_of_a_local_name_stops_the_server(monkeypatch, capsys):
+    record = LocalDeployment(name="demo", url="http://127.0.0.1:8124", pid=42, artifact_dir="/a",
+                             log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
+    deleted = []
+    monkeypatch.setattr("inf2_deploy.local.get_local_deployment", lambda name: record if name == "demo" else None)
+    monkeypatch.setattr("inf2_deploy.local.delete_local", lambda name: deleted.append(name) or record)
+    assert main(["delete", "demo"]) == 0
+    assert deleted == ["demo"]
+    assert "stopped local deployment demo" in capsys.readouterr().out
+
+
+def test_cli_ctrl_c_while_waiting_prints_what_next_and_exits_130(monkeypatch, capsys):
+    def interrupted(spec, **kwargs):
+        raise WaitInterrupted("tiny", EndpointStatus.CREATING)
+
+    monkeypatch.setattr("inf2_deploy.deploy.deploy", interrupted)
+    code = main(["deploy", "--model", "tiny-gptj", "--role", ROLE, "--endpoint-name", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "still Creating" in err
+    assert "inf2-deploy status tiny" in err and "inf2-deploy delete tiny" in err
+
+
+@pytest.mark.parametrize("model", ["EleutherAI/gpt-j-6b", "/data/ckpt/GPT-J_6B/", "s3://bucket/models/gptj"])
+def test_default_endpoint_names_are_valid(model):
+    from inf2_deploy.deploy import default_endpoint_name
+
+    name = default_endpoint_name(load_spec(model=model))
+    assert name and len(name) <= 63 and name[0].isalnum() and set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
