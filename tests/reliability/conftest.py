@@ -164,6 +164,7 @@ def moto_inf2(monkeypatch: pytest.MonkeyPatch) -> None:
 def moto_server(monkeypatch: pytest.MonkeyPatch, fake_aws: dict[str, str], moto_inf2: None, tmp_path: Path):  # noqa: ANN201
     """An in-process moto server on 127.0.0.1 that every boto3 client reaches via AWS_ENDPOINT_URL."""
     import socket
+    import urllib.request
 
     from moto.server import ThreadedMotoServer
 
@@ -173,6 +174,8 @@ def moto_server(monkeypatch: pytest.MonkeyPatch, fake_aws: dict[str, str], moto_
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
+    # moto's backends are process-wide: start every test from an empty account.
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).close()
     monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     monkeypatch.setenv("INF2_DEPLOY_HOME", str(tmp_path / "inf2-deploy-home"))
     try:
