@@ -476,29 +476,33 @@ def bench(
     levels = _validate(concurrency, requests, duration, prompt_tokens, max_new_tokens, instance_count or 1,
                        price_per_hour)
     predictor, info = resolve_target(target, region=region)
-    if tokenizer is None and info.tokenizer_source is None:
-        raise ConfigError("no tokenizer is known for this target", field="tokenizer", value=info.name,
-                          hint="pass --tokenizer with the model's folder, artifact folder or Hub id")
-    source = tokenizer if tokenizer is not None else info.tokenizer_source
-    if isinstance(source, (str, os.PathLike)):
-        tokenizer_name = os.fspath(source)
-        loaded = load_tokenizer(source, region=region)
-    else:
-        tokenizer_name, loaded = str(getattr(source, "name_or_path", type(source).__name__)), source
-    prompts = make_prompts(loaded, prompt_tokens, seed=seed)
-    instance_type = instance_type or info.instance_type
-    count = instance_count or info.instance_count
-    price, price_source = _price(price_per_hour, instance_type)
+    try:
+        if tokenizer is None and info.tokenizer_source is None:
+            raise ConfigError("no tokenizer is known for this target", field="tokenizer", value=info.name,
+                              hint="pass --tokenizer with the model's folder, artifact folder or Hub id")
+        source = tokenizer if tokenizer is not None else info.tokenizer_source
+        if isinstance(source, (str, os.PathLike)):
+            tokenizer_name = os.fspath(source)
+            loaded = load_tokenizer(source, region=region)
+        else:
+            tokenizer_name, loaded = str(getattr(source, "name_or_path", type(source).__name__)), source
+        prompts = make_prompts(loaded, prompt_tokens, seed=seed)
+        instance_type = instance_type or info.instance_type
+        count = instance_count or info.instance_count
+        price, price_source = _price(price_per_hour, instance_type)
 
-    for index in range(warmup):
-        _one_request(predictor, prompts[index % len(prompts)], max_new_tokens, clock)
-    results = []
-    for level in levels:
-        per_level = requests if requests is not None or duration is not None else default_requests(level)
-        timings = _run_level(predictor, prompts, concurrency=level, requests=per_level, duration=duration,
-                             max_new_tokens=max_new_tokens, clock=clock, progress=progress)
-        stats = summarize(timings, concurrency=level, price_per_hour=price, instance_count=count)
-        results.append(LevelResult(stats, tuple(timings)))
+        results = []
+        for index in range(warmup):
+            _one_request(predictor, prompts[index % len(prompts)], max_new_tokens, clock)
+        for level in levels:
+            per_level = requests if requests is not None or duration is not None else default_requests(level)
+            timings = _run_level(predictor, prompts, concurrency=level, requests=per_level, duration=duration,
+                                 max_new_tokens=max_new_tokens, clock=clock, progress=progress)
+            stats = summarize(timings, concurrency=level, price_per_hour=price, instance_count=count)
+            results.append(LevelResult(stats, tuple(timings)))
+    finally:
+        if isinstance(target, str):  # the predictor is ours: release its connections
+            predictor.close()
     return BenchResult(
         target=info.name, target_kind=info.kind, levels=tuple(results), prompt_tokens=prompt_tokens,
         max_new_tokens=max_new_tokens, requests=requests, duration=duration, tokenizer=tokenizer_name,
