@@ -154,6 +154,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _check_confined(folder: Path, relative: str) -> None:
+    """Refuse a file that resolves outside ``folder`` (a symlink pointing out of it), which the
+    uploader would otherwise read and publish under the artifact prefix."""
+    if not (folder / relative).resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"file {relative!r} resolves outside the artifact folder (a symlink?)")
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A packaged artifact folder and its manifest."""
@@ -228,6 +235,7 @@ class Artifact:
             relative = PurePosixPath(item.path)
             if relative.is_absolute() or ".." in relative.parts or item.path in ("", MANIFEST_NAME):
                 raise ValueError(f"file path {item.path!r} is not a plain relative path")
+            _check_confined(folder, item.path)
             if item.size < 0 or len(item.sha256) != 64:
                 raise ValueError(f"entry for {item.path!r} has a bad size or sha256")
             files.append(item)
@@ -249,6 +257,11 @@ class Artifact:
         """
         for item in self.files:
             path = self.directory / item.path
+            try:
+                _check_confined(self.directory, item.path)
+            except ValueError as exc:
+                raise ModelSourceError(str(exc), field="artifact", value=str(path),
+                                       hint="re-run inf2-deploy package --force") from None
             try:
                 actual = digest_file(path, self.part_size).result(item.path)
             except FileNotFoundError:
