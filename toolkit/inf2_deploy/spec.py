@@ -14,11 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .spec_fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
 
 __all__ = ["DeploymentSpec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES"]
 
-DEFAULT_LMI_VERSION = "0.29.0"
-INSTANCE_TYPES = ("ml.inf2.xlarge", "ml.inf2.8xlarge", "ml.inf2.24xlarge", "ml.inf2.48xlarge")
 
 # SageMaker's documented name rule for endpoints, endpoint configs and models.
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -39,84 +38,79 @@ class DeploymentSpec(BaseModel):
 
     model: str = Field(
         "gpt-j-6b",
-        description="What to deploy: the alias gpt-j-6b or tiny-gptj, a Hugging Face id "
-        "(owner/name), a local checkpoint folder, or an s3:// prefix holding one.",
+        description=FIELD_DESCRIPTIONS["model"],
     )
     endpoint_name: str | None = Field(
         None,
-        description="SageMaker endpoint name: letters, digits and hyphens, at most 63 characters. "
-        "Default: derived from the model.",
+        description=FIELD_DESCRIPTIONS["endpoint_name"],
     )
     region: str | None = Field(
-        None, description="AWS region. Default: the standard AWS resolution (AWS_REGION, profile)."
+        None, description=FIELD_DESCRIPTIONS["region"]
     )
     instance_type: str | None = Field(
         None,
-        description="ml.inf2.xlarge, ml.inf2.8xlarge, ml.inf2.24xlarge or ml.inf2.48xlarge. "
-        "Default: the cheapest that fits.",
+        description=FIELD_DESCRIPTIONS["instance_type"],
     )
-    instance_count: int = Field(1, ge=1, le=100, description="Instances behind the endpoint.")
+    instance_count: int = Field(1, ge=1, le=100, description=FIELD_DESCRIPTIONS["instance_count"])
     tensor_parallel_degree: int | None = Field(
         None,
         ge=1,
-        description="NeuronCores that share the model (tp). Must divide the attention heads. "
-        "Default: the smallest that fits.",
+        description=FIELD_DESCRIPTIONS["tensor_parallel_degree"],
     )
     n_positions: int | None = Field(
         None,
         ge=8,
-        description="Longest sequence (prompt + generated tokens) the compiled graphs accept. "
-        "Default: the model's maximum, capped at 1024.",
+        description=FIELD_DESCRIPTIONS["n_positions"],
     )
-    batch_size: int = Field(1, ge=1, le=256, description="Compiled batch size; requests are batched up to it.")
+    batch_size: int = Field(1, ge=1, le=256, description=FIELD_DESCRIPTIONS["batch_size"])
     dtype: Literal["fp16", "bf16", "fp32"] = Field(
-        "fp16", description="Weight and compute type on the NeuronCores (LMI's option.dtype)."
+        "fp16", description=FIELD_DESCRIPTIONS["dtype"]
     )
     role_arn: str | None = Field(
-        None, description="IAM role the endpoint runs as (arn:aws:iam::ACCOUNT:role/NAME). Required to deploy."
+        None, description=FIELD_DESCRIPTIONS["role_arn"]
     )
     bucket: str | None = Field(
-        None, description="S3 bucket for the artifact. Default: sagemaker-REGION-ACCOUNT, created if absent."
+        None, description=FIELD_DESCRIPTIONS["bucket"]
     )
-    prefix: str = Field("inf2-deploy", description="S3 key prefix under which artifacts are stored.")
+    prefix: str = Field("inf2-deploy", description=FIELD_DESCRIPTIONS["prefix"])
     kms_key_id: str | None = Field(
-        None, description="KMS key for server-side encryption of uploads. Default: SSE-S3 (AES256)."
+        None, description=FIELD_DESCRIPTIONS["kms_key_id"]
     )
     lmi_version: str = Field(
         DEFAULT_LMI_VERSION,
-        description="LMI (djl-inference) neuronx image version, looked up in the SageMaker SDK's registry.",
+        description=FIELD_DESCRIPTIONS["lmi_version"],
     )
-    image_uri: str | None = Field(None, description="Serving image URI; overrides the lmi_version lookup.")
+    image_uri: str | None = Field(None, description=FIELD_DESCRIPTIONS["image_uri"])
     model_loading_timeout: int = Field(
-        3600, ge=60, le=14400, description="Seconds DJL allows the handler to load and compile the model."
+        3600, ge=60, le=14400, description=FIELD_DESCRIPTIONS["model_loading_timeout"]
     )
     startup_health_check_timeout: int = Field(
         3600,
         ge=60,
         le=3600,
-        description="ContainerStartupHealthCheckTimeoutInSeconds: Neuron compilation happens inside it.",
+        description=FIELD_DESCRIPTIONS["startup_health_check_timeout"],
     )
     model_download_timeout: int = Field(
-        3600, ge=60, le=3600, description="ModelDataDownloadTimeoutInSeconds for the weights."
+        3600, ge=60, le=3600, description=FIELD_DESCRIPTIONS["model_download_timeout"]
     )
     volume_size_gb: int | None = Field(
-        None, ge=1, le=512, description="Endpoint storage volume in GB. Default: sized from the artifact."
+        None, ge=1, le=512, description=FIELD_DESCRIPTIONS["volume_size_gb"]
     )
     inference_ami_version: str | None = Field(
-        None, description="InferenceAmiVersion of the production variant, e.g. al2-ami-sagemaker-inference-neuron-2."
+        None, description=FIELD_DESCRIPTIONS["inference_ami_version"]
     )
     compile_cache_url: str | None = Field(
         None,
-        description="NEURON_COMPILE_CACHE_URL for the container. Default: s3://BUCKET/PREFIX/neuron-cache/.",
+        description=FIELD_DESCRIPTIONS["compile_cache_url"],
     )
-    neuron_cc_flags: str | None = Field(None, description="Extra neuronx-cc flags (NEURON_CC_FLAGS).")
-    subnets: tuple[str, ...] = Field((), description="VPC subnet ids for the model (VpcConfig).")
-    security_group_ids: tuple[str, ...] = Field((), description="VPC security group ids for the model.")
-    enable_network_isolation: bool = Field(False, description="Run the container without network access.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the container.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every resource created.")
+    neuron_cc_flags: str | None = Field(None, description=FIELD_DESCRIPTIONS["neuron_cc_flags"])
+    subnets: tuple[str, ...] = Field((), description=FIELD_DESCRIPTIONS["subnets"])
+    security_group_ids: tuple[str, ...] = Field((), description=FIELD_DESCRIPTIONS["security_group_ids"])
+    enable_network_isolation: bool = Field(False, description=FIELD_DESCRIPTIONS["enable_network_isolation"])
+    env: dict[str, str] = Field(default_factory=dict, description=FIELD_DESCRIPTIONS["env"])
+    tags: dict[str, str] = Field(default_factory=dict, description=FIELD_DESCRIPTIONS["tags"])
     price_per_hour: float | None = Field(
-        None, gt=0, description="Instance price in USD per hour, overriding the reference price."
+        None, gt=0, description=FIELD_DESCRIPTIONS["price_per_hour"]
     )
 
     @field_validator("endpoint_name")

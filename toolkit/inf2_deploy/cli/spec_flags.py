@@ -5,9 +5,12 @@ Each flag's help is the spec field's own description, so the two cannot drift.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..spec import INSTANCE_TYPES, DeploymentSpec, load_spec
+from ..spec_fields import DTYPES, FIELD_DESCRIPTIONS, INSTANCE_TYPES
+
+if TYPE_CHECKING:
+    from ..spec import DeploymentSpec
 
 __all__ = ["PLAN_FLAGS", "DEPLOY_FLAGS", "add_spec_flags", "spec_from_args"]
 
@@ -19,7 +22,7 @@ PLAN_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--tp-degree", "tensor_parallel_degree", {"metavar": "N", "type": int}),
     ("--n-positions", "n_positions", {"metavar": "N", "type": int}),
     ("--batch-size", "batch_size", {"metavar": "N", "type": int}),
-    ("--dtype", "dtype", {"choices": ("fp16", "bf16", "fp32")}),
+    ("--dtype", "dtype", {"choices": DTYPES}),
     ("--region", "region", {"metavar": "R"}),
     ("--lmi-version", "lmi_version", {"metavar": "V"}),
     ("--image-uri", "image_uri", {"metavar": "URI"}),
@@ -52,7 +55,7 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, deploy: bool = False) -> 
     parser.add_argument("--config", metavar="FILE", help="YAML or TOML spec file; flags override it")
     group = parser.add_argument_group("deployment settings")
     for flag, name, options in PLAN_FLAGS + (DEPLOY_FLAGS if deploy else ()):
-        description = DeploymentSpec.model_fields[name].description or ""
+        description = FIELD_DESCRIPTIONS[name]
         group.add_argument(flag, dest=name, default=None, help=description.replace("%", "%%"), **options)
 
 
@@ -79,4 +82,6 @@ def spec_from_args(args: argparse.Namespace, **extra: Any) -> DeploymentSpec:
             value = tuple(value)
         overrides[name] = value
     overrides.update(extra)
+    from ..spec import load_spec
+
     return load_spec(args.config, **overrides)

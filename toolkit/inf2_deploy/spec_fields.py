@@ -1,0 +1,104 @@
+"""Descriptions of the deployment spec fields, kept free of heavy imports.
+
+The pydantic model in ``spec.py`` and the CLI flags both take their help from
+here, so ``inf2-deploy --help`` needs no pydantic and the two cannot drift.
+"""
+from __future__ import annotations
+
+__all__ = ["FIELD_DESCRIPTIONS", "INSTANCE_TYPES", "DTYPES", "DEFAULT_LMI_VERSION"]
+
+DEFAULT_LMI_VERSION = "0.29.0"
+INSTANCE_TYPES = ("ml.inf2.xlarge", "ml.inf2.8xlarge", "ml.inf2.24xlarge", "ml.inf2.48xlarge")
+DTYPES = ("fp16", "bf16", "fp32")
+
+FIELD_DESCRIPTIONS: dict[str, str] = {
+    "model": (
+        'What to deploy: the alias gpt-j-6b or tiny-gptj, a Hugging Face id (owner/name), a local '
+        'checkpoint folder, or an s3:// prefix holding one.'
+    ),
+    "endpoint_name": (
+        'SageMaker endpoint name: letters, digits and hyphens, at most 63 characters. Default: '
+        'derived from the model.'
+    ),
+    "region": (
+        'AWS region. Default: the standard AWS resolution (AWS_REGION, profile).'
+    ),
+    "instance_type": (
+        'ml.inf2.xlarge, ml.inf2.8xlarge, ml.inf2.24xlarge or ml.inf2.48xlarge. Default: the '
+        'cheapest that fits.'
+    ),
+    "instance_count": (
+        'Instances behind the endpoint.'
+    ),
+    "tensor_parallel_degree": (
+        'NeuronCores that share the model (tp). Must divide the attention heads. Default: the '
+        'smallest that fits.'
+    ),
+    "n_positions": (
+        'Longest sequence (prompt + generated tokens) the compiled graphs accept. Default: the '
+        "model's maximum, capped at 1024."
+    ),
+    "batch_size": (
+        'Compiled batch size; requests are batched up to it.'
+    ),
+    "dtype": (
+        "Weight and compute type on the NeuronCores (LMI's option.dtype)."
+    ),
+    "role_arn": (
+        'IAM role the endpoint runs as (arn:aws:iam::ACCOUNT:role/NAME). Required to deploy.'
+    ),
+    "bucket": (
+        'S3 bucket for the artifact. Default: sagemaker-REGION-ACCOUNT, created if absent.'
+    ),
+    "prefix": (
+        'S3 key prefix under which artifacts are stored.'
+    ),
+    "kms_key_id": (
+        'KMS key for server-side encryption of uploads. Default: SSE-S3 (AES256).'
+    ),
+    "lmi_version": (
+        "LMI (djl-inference) neuronx image version, looked up in the SageMaker SDK's registry."
+    ),
+    "image_uri": (
+        'Serving image URI; overrides the lmi_version lookup.'
+    ),
+    "model_loading_timeout": (
+        'Seconds DJL allows the handler to load and compile the model.'
+    ),
+    "startup_health_check_timeout": (
+        'ContainerStartupHealthCheckTimeoutInSeconds: Neuron compilation happens inside it.'
+    ),
+    "model_download_timeout": (
+        'ModelDataDownloadTimeoutInSeconds for the weights.'
+    ),
+    "volume_size_gb": (
+        'Endpoint storage volume in GB. Default: sized from the artifact.'
+    ),
+    "inference_ami_version": (
+        'InferenceAmiVersion of the production variant, e.g. al2-ami-sagemaker-inference-neuron-2.'
+    ),
+    "compile_cache_url": (
+        'NEURON_COMPILE_CACHE_URL for the container. Default: s3://BUCKET/PREFIX/neuron-cache/.'
+    ),
+    "neuron_cc_flags": (
+        'Extra neuronx-cc flags (NEURON_CC_FLAGS).'
+    ),
+    "subnets": (
+        'VPC subnet ids for the model (VpcConfig).'
+    ),
+    "security_group_ids": (
+        'VPC security group ids for the model.'
+    ),
+    "enable_network_isolation": (
+        'Run the container without network access.'
+    ),
+    "env": (
+        'Extra environment variables for the container.'
+    ),
+    "tags": (
+        'Extra tags on every resource created.'
+    ),
+    "price_per_hour": (
+        'Instance price in USD per hour, overriding the reference price.'
+    ),
+}
