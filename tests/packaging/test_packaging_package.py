@@ -194,3 +194,30 @@ def test_packaged_fp16_tiny_gptj_matches_the_fp32_model(tiny_artifact: Artifact,
     scale = want.abs().max().item()
     assert (got - want).abs().max().item() <= 2e-3 * scale + 1e-4
     assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_image_lookups_are_cached_per_sdk_version_and_failures_are_not(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from inf2_deploy import packager
+    from inf2_deploy.errors import ImageNotFoundError
+    from inf2_deploy.images import resolve_image_uri
+
+    resolve = packager.cached_image_resolver(tmp_path)
+    uri = resolve("us-east-1", "0.29.0")
+    assert uri == resolve_image_uri("us-east-1", "0.29.0")
+    cached = json.loads((tmp_path / "image-uris.json").read_text())
+    assert list(cached.values()) == [uri] and "0.29.0" in next(iter(cached))
+
+    def registry_must_not_be_asked(region: str, version: str) -> str:
+        raise AssertionError("cache miss")
+
+    monkeypatch.setattr(packager, "resolve_image_uri", registry_must_not_be_asked)
+    assert packager.cached_image_resolver(tmp_path)("us-east-1", "0.29.0") == uri
+    monkeypatch.setattr(packager, "_sdk_version", lambda: "sagemaker-core 999")  # an SDK upgrade misses
+    with pytest.raises(AssertionError, match="cache miss"):
+        resolve("us-east-1", "0.29.0")
+    monkeypatch.undo()
+    for _ in range(2):
+        with pytest.raises(ImageNotFoundError):
+            resolve("af-south-1", "0.29.0")
+    assert len(json.loads((tmp_path / "image-uris.json").read_text())) == 1

@@ -4,9 +4,10 @@ Tensors are read in slices of at most ``chunk_bytes`` (safetensors input is read
 with ``readinto`` at known offsets, never loaded whole nor memory-mapped, so the
 page cache does not count against this process), cast with numpy (and
 ml_dtypes for bfloat16), and appended to output shards of at most
-``max_shard_bytes``. Peak memory is a few chunks, whatever the model size. A
-single background thread writes and hashes (sha256 plus the S3 part md5s) while
-the next slice is read and cast, so no output file is read twice.
+``max_shard_bytes``. Peak memory is a few chunks, whatever the model size: the
+read and cast buffers are a small reused ring. While the next slice is read and
+cast, one background thread writes and computes the sha256 and another the S3
+part md5s, so no output file is read twice.
 
 PyTorch ``.bin`` input needs torch and is loaded one shard at a time with
 ``torch.load(mmap=True, weights_only=True)``; there, memory is bounded by the
@@ -21,7 +22,7 @@ import json
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,66 +372,61 @@ def _header_bytes(shard: list[TensorInfo], target: str) -> bytes:
 
 
 class _ShardWriter:
-    """Writes and hashes shards on one background thread, keeping at most ``depth`` chunks queued.
+    """Writes shards on one background thread and md5s their S3 parts on another.
 
     This is a streaming safetensors writer, written by hand because
     ``safetensors.numpy.save_file`` needs every tensor of a file in memory at once.
     The file layout is the format's: an 8-byte little-endian header length, the
     JSON header (dtype, shape, data_offsets per tensor), then the raw data.
+    The writer thread also computes the sha256; at most ``depth`` chunks are queued.
     """
 
     def __init__(self, depth: int = _WRITE_DEPTH) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-md5")
         self._pending: deque[Future[Any]] = deque()
         self._depth = depth
         self._stream: BinaryIO | None = None
         self._digest: FileDigest | None = None
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future = self._pool.submit(fn, *args)
-        self._pending.append(future)
-        while len(self._pending) > self._depth:
-            self._pending.popleft().result()
-        return future
-
-    def _open(self, path: Path, part_size: int) -> None:
-        self._stream = open(path, "xb")  # noqa: SIM115 - closed by _close
+    def open(self, path: Path, part_size: int) -> None:
+        self._stream = open(path, "xb")  # noqa: SIM115 - closed by close() or shutdown()
         self._digest = FileDigest(part_size)
 
-    def _write(self, data: bytes | np.ndarray) -> None:
+    def _write(self, stream: BinaryIO, digest: FileDigest, view: memoryview) -> None:
+        stream.write(view)
+        digest.update_sha256(view)
+
+    def write(self, data: bytes | np.ndarray) -> None:
         assert self._stream is not None and self._digest is not None
         # A byte view, since the buffer protocol does not know ml_dtypes' bfloat16.
         view = memoryview(data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
-        self._stream.write(view)
-        self._digest.update(view)
+        self._pending.append(self._writer.submit(self._write, self._stream, self._digest, view))
+        self._pending.append(self._hasher.submit(self._digest.update_parts, view))
+        while len(self._pending) > 2 * self._depth:  # two futures per chunk
+            self._pending.popleft().result()
 
-    def _close(self, relative: str, expected_size: int) -> ArtifactFile:
+    def close(self, relative: str, expected_size: int) -> ArtifactFile:
+        """Finish the open file and return its size and hashes."""
         assert self._stream is not None and self._digest is not None
+        self.finish()
         self._stream.close()
         self._stream = None
         if self._digest.size != expected_size:
             raise RuntimeError(f"{relative}: wrote {self._digest.size} bytes, header promised {expected_size}")
         return self._digest.result(relative)
 
-    def open(self, path: Path, part_size: int) -> None:
-        self._submit(self._open, path, part_size)
-
-    def write(self, data: bytes | np.ndarray) -> None:
-        self._submit(self._write, data)
-
-    def close(self, relative: str, expected_size: int) -> Future[ArtifactFile]:
-        return self._submit(self._close, relative, expected_size)
-
     def finish(self) -> None:
-        """Wait for every queued write; re-raise the first failure."""
+        """Wait for every queued chunk; re-raise the first failure."""
         while self._pending:
             self._pending.popleft().result()
 
     def shutdown(self) -> None:
-        """Stop the thread, dropping queued work (after a failure), and close any open file."""
+        """Stop the threads, dropping queued work (after a failure), and close any open file."""
         for future in self._pending:
             future.cancel()
-        self._pool.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        self._hasher.shutdown(wait=True)
         if self._stream is not None:
             self._stream.close()
 
@@ -495,7 +491,7 @@ def convert_weights(
     reader = _SliceReader(checkpoint.weight_format, chunk_bytes)
     writer = _ShardWriter()
     cast_ring = _BufferRing()
-    results: list[Future[ArtifactFile]] = []
+    files: list[ArtifactFile] = []
     try:
         for index, shard in enumerate(shards):
             name = shard_name(index, len(shards))
@@ -512,12 +508,10 @@ def convert_weights(
                     done += piece.nbytes
                     if progress is not None:
                         progress(done, total_in, "weights")
-            results.append(writer.close(name, len(header) + sum(i.out_nbytes(dtype) for i in shard)))
-        writer.finish()
+            files.append(writer.close(name, len(header) + sum(i.out_nbytes(dtype) for i in shard)))
     finally:
         reader.close()
         writer.shutdown()
-    files = [future.result() for future in results]
     if len(shards) > 1:
         files.append(_write_index(folder, shards, dtype, part_size))
     return files

@@ -33,6 +33,7 @@ __all__ = [
     "digest_file",
     "s3_etag",
     "artifact_fingerprint",
+    "atomic_write_text",
     "write_manifest",
 ]
 
@@ -82,9 +83,21 @@ class FileDigest:
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Add the next bytes of the stream."""
+        self.update_sha256(data)
+        self.update_parts(data)
+
+    # The two halves of update() touch separate state, so a writer may run them on two
+    # threads to hash in parallel; each half must still see every byte, in order.
+
+    def update_sha256(self, data: bytes | bytearray | memoryview) -> None:
+        """Add the next bytes to the sha256 and the size only."""
         view = memoryview(data).cast("B")
         self._sha256.update(view)
         self.size += len(view)
+
+    def update_parts(self, data: bytes | bytearray | memoryview) -> None:
+        """Add the next bytes to the part md5s (the ETag) only."""
+        view = memoryview(data).cast("B")
         while len(view):
             take = min(len(view), self.part_size - self._part_fill)
             self._part.update(view[:take])
@@ -142,7 +155,8 @@ def artifact_fingerprint(files: Iterable[ArtifactFile], plan: dict[str, Any]) ->
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary sibling and move it over ``path``."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
@@ -307,5 +321,5 @@ def write_manifest(
                         plan=plan, source=source, part_size=part_size,
                         conversion=json.loads(json.dumps(conversion or {})))
     text = json.dumps(artifact.to_dict(), indent=2, sort_keys=True) + "\n"
-    _atomic_write_text(folder / MANIFEST_NAME, text)
+    atomic_write_text(folder / MANIFEST_NAME, text)
     return artifact

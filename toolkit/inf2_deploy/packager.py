@@ -27,19 +27,73 @@ from typing import Any
 from .catalog import ModelFacts, gptj_tensor_shapes
 from .convert import DEFAULT_MAX_SHARD_BYTES, TORCH_DTYPE_NAMES, convert_weights
 from .errors import ConfigError, ModelSourceError
-from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, ArtifactFile, FileDigest, write_manifest
-from .planner import Plan, check_plan
+from .images import resolve_image_uri
+from .manifest import (
+    MANIFEST_NAME,
+    UPLOAD_PART_SIZE,
+    Artifact,
+    ArtifactFile,
+    FileDigest,
+    atomic_write_text,
+    write_manifest,
+)
+from .planner import ImageResolver, Plan, check_plan
 from .properties import render_properties
-from .sources import Checkpoint, ProgressCallback, resolve_checkpoint
+from .sources import Checkpoint, ProgressCallback, default_cache_dir, resolve_checkpoint
 from .spec import DeploymentSpec
 from .version import __version__
 
-__all__ = ["package", "serving_code_files", "tokenizer_files"]
+__all__ = ["package", "cached_image_resolver", "serving_code_files", "tokenizer_files"]
 
 SERVING_ENTRY = "model.py"
 SERVING_PACKAGE = "inf2_serving"
 _EOS_TEXT = "<|endoftext|>"
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+_IMAGE_CACHE = "image-uris.json"
+_SDK_DISTRIBUTIONS = ("sagemaker-core", "sagemaker")
+
+
+def _sdk_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in _SDK_DISTRIBUTIONS:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def cached_image_resolver(cache_dir: str | os.PathLike[str]) -> ImageResolver:
+    """:func:`resolve_image_uri`, with its answers remembered in ``cache_dir`` per SDK version.
+
+    The image registry is data shipped inside the SageMaker SDK, so an answer holds
+    until the SDK changes; the SDK's import costs about two seconds, which would
+    otherwise dominate re-packaging an unchanged model. Failures are not cached, so
+    a bad region or version raises exactly what ``plan`` raises.
+    """
+    path = Path(cache_dir) / _IMAGE_CACHE
+
+    def resolve(region: str, version: str) -> str:
+        sdk = _sdk_version()
+        key = f"{sdk}|{region}|{version}"
+        try:
+            cache = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cache = {}
+        if sdk is not None and isinstance(cache, dict) and isinstance(cache.get(key), str):
+            return cache[key]
+        uri = resolve_image_uri(region, version)
+        if sdk is not None:
+            cache = {**cache, key: uri} if isinstance(cache, dict) else {key: uri}
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, json.dumps(cache, indent=2, sort_keys=True) + "\n")
+            except OSError:
+                pass  # the cache only saves time; an unwritable cache folder must not fail packaging
+        return uri
+
+    return resolve
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -243,7 +297,8 @@ def package(
         force: rebuild even when the existing artifact is up to date.
         progress: ``(done_bytes, total_bytes, label)`` callback; labels are
             ``download`` (Hub sources) and ``weights``.
-        cache_dir: where ``tiny-gptj`` is built; default ``~/.cache/inf2-deploy``.
+        cache_dir: where ``tiny-gptj`` is built and image lookups are remembered;
+            default ``~/.cache/inf2-deploy``.
         max_shard_bytes: data bytes per safetensors shard.
 
     Returns:
@@ -255,13 +310,17 @@ def package(
         ModelSourceError: the checkpoint is missing, incomplete, corrupt or does not
             match its config.
     """
-    plan = check_plan(spec_or_plan) if isinstance(spec_or_plan, DeploymentSpec) else spec_or_plan.raise_for_errors()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if isinstance(spec_or_plan, DeploymentSpec):
+        plan = check_plan(spec_or_plan, image_resolver=cached_image_resolver(cache))
+    else:
+        plan = spec_or_plan.raise_for_errors()
     if max_shard_bytes <= 0:
         raise ConfigError(f"max_shard_bytes must be positive, got {max_shard_bytes}", field="max_shard_bytes",
                           value=max_shard_bytes)
     target = Path(output).expanduser().absolute()
     existing = _existing_artifact(target)
-    checkpoint = resolve_checkpoint(plan.spec.model, cache_dir=cache_dir, progress=progress)
+    checkpoint = resolve_checkpoint(plan.spec.model, cache_dir=cache, progress=progress)
     # The checkpoint's own config decides the tensor shapes (the plan may have used a built-in copy).
     ModelFacts.from_config(checkpoint.config, source=checkpoint.source["id"])
     plan_dict = plan.to_dict()
