@@ -125,6 +125,14 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def commit() -> str:
+    """The checked-out commit, marked when the tree has changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + (" (with local changes)" if git("status", "--porcelain") else "")
+
+
 def dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -132,6 +140,7 @@ def dir_bytes(folder: Path) -> int:
 def run(args: argparse.Namespace) -> dict:
     n_layer = args.layers or layers_for(args.size_gib)
     work = Path(tempfile.mkdtemp(prefix="package-bench-", dir=args.workdir))
+    load_before = os.getloadavg()[0]
     try:
         source = work / "gptj-fp32"
         print(f"building a {n_layer}-layer fp32 GPT-J-shaped checkpoint in {source} ...", flush=True)
@@ -167,6 +176,7 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
+        "load": (load_before, os.getloadavg()[0]), "commit": commit(),
         "n_layer": n_layer, "source_bytes": source_bytes, "runs": args.runs,
         "usual_s": statistics.median(results["usual_s"]), "usual_rss": statistics.median(results["usual_rss"]),
         "usual_load_save_s": statistics.median(p["load_save_s"] for p in results["usual_phases"]),
@@ -185,7 +195,8 @@ def report(result: dict, command: str) -> str:
         f"### Packaging benchmark, {dt.date.today().isoformat()}: {result['source_bytes'] / 1e9:.2f} GB fp32 "
         f"checkpoint ({result['n_layer']} layers, n_embd {N_EMBD}, vocab {VOCAB})",
         "",
-        f"- Machine: {machine()}.",
+        f"- Machine: {machine()}; 1-minute load average {result['load'][0]:.1f} at the start and "
+        f"{result['load'][1]:.1f} at the end (other work shares the CPUs). Code at {result['commit']}.",
         f"- Command: `{command}`",
         f"- Medians of {result['runs']} run(s); each route runs in its own process, peak RSS from `os.wait4`.",
         "",
