@@ -7,7 +7,15 @@ from ``inputs.get_properties()`` of that first call (``option.`` already strippe
 request batch arrives as one input split by ``get_batches()``; each answer goes back
 with ``batch_index``. In a batch, a client error is that item's JSON body
 ``{"error", "code": 400}`` since DJL gives the whole batch one status; single
-requests get ``Output.error(..., code=400)``. Streaming needs a batch of one.
+requests get ``Output.error(..., code=400)``.
+
+Streaming: DJL streams one ``Output`` per ``handle()`` call, so only a request that
+arrives alone (a batch of one, or no batching) streams its token lines live through
+``add_stream_content``. A streaming request batched with others runs in the shared
+batch and gets its complete ``application/jsonlines`` body (every token line and the
+final line) when the batch ends. With DJL dynamic batching, streams thus deliver
+their lines at the end of their batch; set ``batch_size`` 1 on SageMaker for live
+token streaming.
 """
 from __future__ import annotations
 
@@ -58,25 +66,29 @@ def _batch(items: list[Any], output: Any) -> Any:
     answers: dict[int, Any] = {}
     for index, item in enumerate(items):
         try:
-            request = _parse(item)
+            requests.append(_parse(item))
         except InvalidRequest as exc:
             answers[index] = error_body(str(exc), exc.code)
             requests.append(None)
-            continue
-        if request.stream:
-            answers[index] = error_body('"stream": true is not supported in a DJL batch; send it alone')
-            requests.append(None)
-        else:
-            requests.append(request)
     valid = [(i, r) for i, r in enumerate(requests) if r is not None]
     results = handler.generate_many([r for _, r in valid])
-    for position, (index, _) in enumerate(valid):
+    for position, (index, request) in enumerate(valid):
         result = results[position]
         if isinstance(result, InvalidRequest):
-            result = error_body(str(result), result.code)
-        answers[index] = result
+            answers[index] = error_body(str(result), result.code)
+        elif request.stream:
+            # DJL streams one Output per handle() call: a stream in a batch of several
+            # gets its whole jsonlines body at once, typed per item as DJL's handlers do.
+            answers[index] = b"".join(_jsonline(line) for line in result)
+            output.add_property(f"batch_{index}_Content-Type", JSONLINES)
+        else:
+            answers[index] = result
     for index in range(len(items)):
-        output.add_as_json(answers[index], batch_index=index)
+        answer = answers[index]
+        if isinstance(answer, bytes):
+            output.add(answer, batch_index=index)
+        else:
+            output.add_as_json(answer, batch_index=index)
     return output
 
 

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, ServingConfig
@@ -26,12 +26,16 @@ from .schema import (
     stream_line,
 )
 
-__all__ = ["HandlerNotReady", "ModelHandler", "ReadinessState", "load_engine"]
+__all__ = ["HandlerNotReady", "LineCallback", "ModelHandler", "ReadinessState", "load_engine"]
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     ResponseBody = dict[str, Any] | list[dict[str, Any]]
+
+LineCallback = Callable[[int, dict[str, Any]], None]
+"""Told of each stream line: the position of its request in the batch, and the line."""
+
 _END = object()
 
 
@@ -175,23 +179,51 @@ class ModelHandler:
         """
         return self.generate_many([request])[0]
 
-    def generate_many(self, requests: Sequence[GenerationRequest]) -> list[ResponseBody | Exception]:
-        """Answer several requests in shared batches; a request that fails validation
-        gets its :class:`InvalidRequest` in its slot and does not affect the others."""
+    def generate_many(
+        self, requests: Sequence[GenerationRequest], on_line: LineCallback | None = None,
+    ) -> list[ResponseBody | Exception]:
+        """Answer several requests, streaming and not, in shared batches.
+
+        A request that fails validation gets its :class:`InvalidRequest` in its slot
+        and does not affect the others. A streaming request's slot holds its stream
+        lines (see :meth:`stream`); each is also passed to ``on_line(position, line)``
+        as soon as the model produces it, ``position`` being the request's index.
+
+        Raises:
+            HandlerNotReady: the model is not READY.
+        """
         prepared: list[list[PreparedPrompt] | Exception] = []
-        for request in requests:
+        owners: list[int] = []  # flattened prompt row -> position of its request
+        for position, request in enumerate(requests):
             try:
-                prepared.append(self.prepare(request))
+                prompts = self.prepare(request)
             except InvalidRequest as exc:
                 prepared.append(exc)
+                continue
+            prepared.append(prompts)
+            owners += [position] * len(prompts)
         flat = [p for item in prepared if not isinstance(item, Exception) for p in item]
-        completions = iter(self.engine.run(flat)) if flat else iter(())
+        lines: dict[int, list[dict[str, Any]]] = {
+            position: [] for position, request in enumerate(requests)
+            if request.stream and not isinstance(prepared[position], Exception)
+        }
+
+        def on_token(index: int, token_id: int, text: str, final: Completion | None) -> None:
+            position = owners[index]
+            if position in lines:
+                line = stream_line(token_id, text, final, requests[position].params)
+                lines[position].append(line)
+                if on_line is not None:
+                    on_line(position, line)
+
+        completions = iter(self.engine.run(flat, on_token=on_token if lines else None)) if flat else iter(())
         answers: list[ResponseBody | Exception] = []
-        for index, item in enumerate(prepared):
+        for position, item in enumerate(prepared):
             if isinstance(item, Exception):
                 answers.append(item)
-            else:
-                answers.append(response_body(requests[index], [next(completions) for _ in item]))
+                continue
+            done = [next(completions) for _ in item]
+            answers.append(lines[position] if position in lines else response_body(requests[position], done))
         return answers
 
     def stream(self, request: GenerationRequest) -> Iterator[dict[str, Any]]:

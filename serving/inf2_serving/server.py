@@ -7,8 +7,10 @@ serving's front end:
 - ``GET /ping``: 503 while the model loads (or failed), 200 once it is READY.
 - ``POST /invocations`` and ``POST /predictions/{model}``: the LMI schema. Streaming
   answers are chunked ``application/jsonlines``.
-- Dynamic batching like DJL's: concurrent requests are gathered up to the model's
-  ``batch_size`` prompts, waiting at most ``max_batch_delay`` ms after the first.
+- Dynamic batching like DJL's: concurrent requests, streaming and not, are gathered
+  up to the model's ``batch_size`` prompts, waiting at most ``max_batch_delay`` ms
+  after the first. One worker thread runs one batch at a time; a streaming request
+  gets each token line as its batch produces it.
 - Bodies over ``body_limit_bytes`` (1 MiB by default) get 413.
 
 Only this module imports starlette and uvicorn; the container never imports it.
@@ -22,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,8 @@ from .schema import GenerationRequest, InvalidRequest, error_body, parse_body
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from .handler import ResponseBody
 
 __all__ = ["DEFAULT_BODY_LIMIT", "DEFAULT_MAX_BATCH_DELAY_MS", "create_app", "load_artifact_properties",
            "main", "serve"]
@@ -67,8 +71,37 @@ def load_artifact_properties(artifact_dir: str | os.PathLike, backend: str | Non
     return props
 
 
+class _Job:
+    """One request in the batcher, and the queue its answer arrives on.
+
+    The worker thread posts to ``events`` (via ``call_soon_threadsafe``, as asyncio
+    objects are not thread-safe): a non-streaming request gets its body, a streaming
+    one its lines then ``_END``; either gets an exception instead when it fails.
+    """
+
+    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.abandoned = False
+        self._loop = loop
+
+    def post(self, item: Any) -> None:
+        """Hand ``item`` to the waiting request; called from the worker thread."""
+        # Nobody reads an abandoned job's queue (its client left), and a closed loop
+        # (server shut down mid-batch) cannot take callbacks.
+        if not self.abandoned and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+
+_END = object()
+
+
 class DynamicBatcher:
-    """Gathers concurrent requests into batches like DJL's front end.
+    """Gathers concurrent requests, streaming or not, into batches like DJL's front end.
+
+    One worker thread runs one batch at a time, so the model never runs two
+    generations at once (a Neuron model keeps its KV cache as internal state).
+    Streaming requests get each line as the model produces it.
 
     Args:
         handler: a handler that is (or will be) READY; batches use its ``batch_size``.
@@ -78,23 +111,57 @@ class DynamicBatcher:
     def __init__(self, handler: ModelHandler, max_delay_s: float) -> None:
         self._handler = handler
         self._max_delay_s = max_delay_s
-        self._pending: list[tuple[GenerationRequest, asyncio.Future]] = []
+        self._pending: list[_Job] = []
         self._arrived = asyncio.Event()
-        # The model runs one batch at a time; a single worker keeps the order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inf2-batch")
 
-    async def submit(self, request: GenerationRequest) -> Any:
-        """Queue a request and wait for its response body (or InvalidRequest)."""
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+    def _enqueue(self, request: GenerationRequest) -> _Job:
+        job = _Job(request, asyncio.get_running_loop())
+        self._pending.append(job)
         self._arrived.set()
-        return await future
+        return job
 
-    def _take(self, limit: int) -> list[tuple[GenerationRequest, asyncio.Future]]:
-        taken: list[tuple[GenerationRequest, asyncio.Future]] = []
+    async def submit(self, request: GenerationRequest) -> ResponseBody:
+        """Queue a non-streaming request and wait for its response body.
+
+        Raises:
+            InvalidRequest: the request failed validation.
+            Exception: whatever made its batch fail.
+        """
+        result = await self._enqueue(request).events.get()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+        """Queue a streaming request and yield its lines as the model produces them.
+
+        Closing the iterator early (the client left) lets the batch run on; the
+        remaining lines are discarded.
+
+        Raises:
+            InvalidRequest: the request failed validation (before any line).
+            Exception: whatever made its batch fail.
+        """
+        job = self._enqueue(request)
+        try:
+            while True:
+                item = await job.events.get()
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            job.abandoned = True
+
+    def _take(self, limit: int) -> list[_Job]:
+        # A job abandoned while it waited needs no generation.
+        self._pending = [job for job in self._pending if not job.abandoned]
+        taken: list[_Job] = []
         prompts = 0
         while self._pending:
-            size = len(self._pending[0][0].prompts)
+            size = len(self._pending[0].request.prompts)
             if taken and prompts + size > limit:
                 break
             taken.append(self._pending.pop(0))
@@ -102,7 +169,20 @@ class DynamicBatcher:
         return taken
 
     def _prompts(self) -> int:
-        return sum(len(request.prompts) for request, _ in self._pending)
+        return sum(len(job.request.prompts) for job in self._pending)
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        """The worker thread's part: one batch through the model, answers posted to each job."""
+        try:
+            results = self._handler.generate_many(
+                [job.request for job in jobs], on_line=lambda position, line: jobs[position].post(line))
+        except Exception as exc:  # every request of the batch gets the failure: a 500 or an error line
+            logger.exception("batch of %d requests failed", len(jobs))
+            results = [exc] * len(jobs)
+        for position, job in enumerate(jobs):
+            result = results[position]
+            streamed = job.request.stream and not isinstance(result, Exception)
+            job.post(_END if streamed else result)
 
     async def run(self) -> None:
         """Serve batches until cancelled."""
@@ -117,18 +197,9 @@ class DynamicBatcher:
                 self._arrived.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
-            batch = self._take(limit)
-            requests = [request for request, _ in batch]
-            try:
-                results = await loop.run_in_executor(self._executor, self._handler.generate_many, requests)
-            except Exception as exc:  # every waiting request gets the failure as its 500
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for position, (_, future) in enumerate(batch):
-                if not future.done():
-                    future.set_result(results[position])
+            jobs = self._take(limit)
+            if jobs:
+                await loop.run_in_executor(self._executor, self._run_batch, jobs)
 
     def close(self) -> None:
         """Stop the worker thread once the running batch ends."""
@@ -149,13 +220,20 @@ async def _read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _jsonlines(lines: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+def _jsonline(line: dict[str, Any]) -> bytes:
+    return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+async def _jsonlines(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     try:
-        for line in lines:
-            yield (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        yield _jsonline(first)
+        async for line in rest:
+            yield _jsonline(line)
     except Exception as exc:  # the 200 status is already sent: report the failure in band
         logger.exception("streaming generation failed")
-        yield (json.dumps(error_body(f"generation failed: {exc}", 500)) + "\n").encode("utf-8")
+        yield _jsonline(error_body(f"generation failed: {exc}", 500))
+    finally:
+        await rest.aclose()  # marks the job abandoned at once when the client left mid-stream
 
 
 def create_app(
@@ -231,15 +309,16 @@ def create_app(
         try:
             generation = parse_body(await _read_body(request, body_limit_bytes))
             if generation.stream:
-                lines = model.stream(generation)
-                return StreamingResponse(_jsonlines(lines), media_type=JSONLINES)
+                lines = state["batcher"].stream(generation)
+                # The status waits for the first line, so a request that fails validation
+                # in its batch still gets a 400 rather than a 200 with an error line.
+                first = await lines.__anext__()
+                return StreamingResponse(_jsonlines(first, lines), media_type=JSONLINES)
             result = await state["batcher"].submit(generation)
         except _BodyTooLarge:
             return error(f"the request body is over {body_limit_bytes} bytes; send a shorter request", 413)
         except (InvalidRequest, HandlerNotReady) as exc:
             return error(str(exc), exc.code)
-        if isinstance(result, InvalidRequest):
-            return error(str(result), result.code)
         return JSONResponse(result)
 
     async def predictions(request: Request) -> Response:

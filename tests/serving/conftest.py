@@ -1,7 +1,10 @@
 """Shared fixtures for the serving tests: one tiny GPT-J and one CPU handler per session."""
 from __future__ import annotations
 
+import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,3 +81,30 @@ def standins(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.syspath_prepend(str(STANDINS))
     yield STANDINS
     forget()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(artifact, cpu_handler):
+    """The local server on a real socket over the session's handler; batches wait up to 500 ms to fill."""
+    import uvicorn
+    from inf2_serving.server import create_app
+
+    port = _free_port()
+    app = create_app(artifact, backend=None, handler=cpu_handler, max_batch_delay_ms=500)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)

@@ -48,6 +48,13 @@ def _batch_request(payloads):
     return request
 
 
+def _jsonlines(output, index):
+    """A batch item's body as jsonlines, checking it is typed so, the way DJL's handlers type items."""
+    assert output.properties[f"batch_{index}_Content-Type"] == "application/jsonlines"
+    (body,) = [value for key, value in output.content if key == f"batch_{index}."]
+    return [json.loads(line) for line in bytes(body).decode("utf-8").splitlines()]
+
+
 def _json(output, key=None):
     values = [value for k, value in output.content if k == key]
     assert len(values) == 1, output.content
@@ -102,7 +109,37 @@ def test_batches_answer_by_batch_index(ready_djl, reference) -> None:
     assert _json(output, "batch_1.")["code"] == 400 and "max_new_tokens" in _json(output, "batch_1.")["error"]
     assert [b["generated_text"] for b in _json(output, "batch_2.")] == [
         reference("A", 4), reference("The capital of France is", 4)]
-    assert "stream" in _json(output, "batch_3.")["error"]
+    streamed = _jsonlines(output, 3)
+    assert streamed[-1]["generated_text"] == reference("Streamed", 30)
+
+
+def test_streams_in_a_batch_get_whole_jsonlines_bodies(ready_djl, reference) -> None:
+    prompts = ["Once upon a time", "The capital of France is", "Hello world"]
+    payloads = [{"inputs": prompts[0], "stream": True, "parameters": {"max_new_tokens": 6, "details": True}},
+                {"inputs": prompts[1], "parameters": {"max_new_tokens": 5}},
+                {"inputs": prompts[2], "stream": True, "parameters": {"max_new_tokens": 4}},
+                {"inputs": "word" * 200, "stream": True}]
+    output = ready_djl.handle(_batch_request(payloads))
+    assert output.code == 200 and output.stream_content is None
+    for index, new_tokens in ((0, 6), (2, 4)):
+        lines = _jsonlines(output, index)
+        assert len(lines) == new_tokens
+        assert all(set(line["token"]) == {"id", "text"} for line in lines)
+        assert all("generated_text" not in line for line in lines[:-1])
+        assert lines[-1]["generated_text"] == "".join(line["token"]["text"] for line in lines)
+        assert lines[-1]["generated_text"] == reference(prompts[index], new_tokens)
+    assert _jsonlines(output, 0)[-1]["details"]["generated_tokens"] == 6
+    assert _json(output, "batch_1.") == {"generated_text": reference(prompts[1], 5)}
+    assert "batch_1_Content-Type" not in output.properties
+    assert _json(output, "batch_3.")["code"] == 400 and "n_positions" in _json(output, "batch_3.")["error"]
+
+
+def test_a_stream_alone_in_a_batch_streams_live(ready_djl, reference) -> None:
+    output = ready_djl.handle(_batch_request([{"inputs": "Once upon a time", "stream": True,
+                                               "parameters": {"max_new_tokens": 5}}]))
+    assert output.properties["content-type"] == "application/jsonlines" and not output.content
+    lines = [json.loads(line) for line in output.stream_bytes().decode("utf-8").splitlines()]
+    assert lines[-1]["generated_text"] == reference("Once upon a time", 5)
 
 
 def test_streaming_uses_stream_content(ready_djl, reference) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
@@ -110,31 +109,6 @@ def test_failed_load_is_reported_by_ping(tmp_path) -> None:
 def test_missing_serving_properties_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="serving.properties"):
         create_app(tmp_path)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def live_server(artifact, cpu_handler):
-    import uvicorn
-
-    port = _free_port()
-    app = create_app(artifact, backend=None, handler=cpu_handler, max_batch_delay_ms=500)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 @pytest.mark.slow
