@@ -126,11 +126,12 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The checked-out commit, marked when the tree has changes."""
+    """The checked-out commit, marked when the measured code has uncommitted changes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + (" (with local changes)" if git("status", "--porcelain") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "toolkit", "serving")
+    return git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes to the code)" if changed else "")
 
 
 def dir_bytes(folder: Path) -> int:
