@@ -164,6 +164,18 @@ def route_ours(src: Path, work: Path, s3: Any, prefix: str) -> dict[str, Any]:
             "bytes_sent": sent[0], "bytes_uploaded": result.bytes_uploaded, "artifact_bytes": artifact.total_bytes}
 
 
+def route_upload_only(src: Path, work: Path, s3: Any, prefix: str) -> dict[str, Any]:
+    """Our uploader alone on the already-packaged artifact: same files and conditions as the floor."""
+    from inf2_deploy.manifest import Artifact
+    from inf2_deploy.s3 import upload_artifact
+
+    artifact = Artifact.load(work / "artifact")
+    sent = _count_bytes(s3)
+    start = time.perf_counter()
+    upload_artifact(s3, artifact, BUCKET, prefix)
+    return {"seconds": time.perf_counter() - start, "bytes_sent": sent[0]}
+
+
 def route_usual(src: Path, work: Path, s3: Any, prefix: str) -> dict[str, Any]:
     import tarfile
 
@@ -200,7 +212,8 @@ def route_floor(src: Path, work: Path, s3: Any, prefix: str) -> dict[str, Any]:
     return {"seconds": end - start, "bytes_sent": sent[0], "files": len(files)}
 
 
-ROUTES = {"ours": route_ours, "redeploy": route_ours, "usual": route_usual, "floor": route_floor}
+ROUTES = {"ours": route_ours, "redeploy": route_ours, "upload_only": route_upload_only, "floor": route_floor,
+          "usual": route_usual}
 
 
 def child(argv: list[str]) -> int:
@@ -252,6 +265,9 @@ def summarize(runs: list[dict[str, dict[str, Any]]], checkpoint_bytes: int) -> t
     rows.append(f"| ours again, unchanged artifact | {med('redeploy', 'seconds'):.2f} | package check "
                 f"{med('redeploy', 'package_seconds'):.2f} s, upload check {med('redeploy', 'upload_seconds'):.2f} s"
                 f" | {figures['redeploy_bytes']:,} B | {med('redeploy', 'peak_rss_bytes') / 2**20:.0f} |")
+    rows.append(f"| ours, upload step alone (artifact already packaged) | {med('upload_only', 'seconds'):.1f} | - | "
+                f"{med('upload_only', 'bytes_sent') / 1e9:.2f} GB | "
+                f"{med('upload_only', 'peak_rss_bytes') / 2**20:.0f} |")
     rows.append(f"| usual: from_pretrained fp16, save_pretrained, tar czf, upload_file | {med('usual', 'seconds'):.1f} "
                 f"| convert {med('usual', 'convert_seconds'):.1f} s, tar {med('usual', 'tar_seconds'):.1f} s, "
                 f"upload {med('usual', 'upload_seconds'):.1f} s | {med('usual', 'bytes_sent') / 1e9:.2f} GB | "
@@ -298,7 +314,7 @@ def main() -> int:
                 work = root / f"run{number}"
                 work.mkdir()
                 run = {}
-                for route in ("ours", "redeploy", "floor", "usual"):
+                for route in ROUTES:
                     prefix = f"run{number}/{'ours' if route == 'redeploy' else route}"
                     run[route] = run_route(route, src, work, endpoint, prefix)
                     print(f"run {number + 1}/{args.runs} {route}: " + json.dumps(run[route]))
