@@ -5,9 +5,10 @@
     the same prompt and the same greedy tokens, alternating, median of ``--repeats``.
     Target: at most 10% slower.
 (2) Throughput through the local HTTP server (``inf2_serving.server``, batch_size 4,
-    dynamic batching) at concurrency 1, 4 and 8 with non-streaming requests, the path
-    the batcher serves. Target: concurrency 8 at least 3x concurrency 1 in output tokens/s.
-    ``inf2-deploy bench`` (streaming) is run against the same server for reference.
+    dynamic batching) at concurrency 1, 4 and 8 with non-streaming requests, in rounds
+    so that every level sees the same machine load. Target: concurrency 8 at least 3x
+    concurrency 1 in output tokens/s. ``inf2-deploy bench`` (streaming, also batched by
+    the server) is run against the same server for TTFT and TPOT.
 
 Run: ``.venv/bin/python benchmarks/serving_bench.py``.
 """
@@ -172,10 +173,8 @@ def main() -> int:
     rows += ["", f"Concurrency 8 / concurrency 1 = **{scaling:.2f}x** (median of per-round ratios "
                  f"{', '.join(f'{x:.2f}' for x in scalings)}); target >= {TARGET_SCALING:g}x: "
                  f"{'met' if scaling >= TARGET_SCALING else '**missed**'}", "",
-             "`inf2-deploy bench` (streaming, 8 requests per level) against the same server. The local server "
-             "runs each streamed request as its own generation (`ModelHandler.stream`; only non-streaming "
-             "requests go through the dynamic batcher), so streams queue one after another and streaming "
-             "throughput does not grow with concurrency:", "",
+             "`inf2-deploy bench` (streaming, 8 requests per level) against the same server, which batches "
+             "streamed requests like the others:", "",
              "| concurrency | TTFT p50 ms | TPOT p50 ms | E2E p50 ms | output tok/s |", "|---|---|---|---|---|"]
     for level in streamed.levels:
         stats = level.stats
