@@ -301,7 +301,8 @@ def deploy(
         else:
             with aws_errors(f"sagemaker:UpdateEndpoint {endpoint_name}"):
                 sagemaker.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=name)
-    except AwsError:
+    except (AwsError, KeyboardInterrupt):
+        # Ctrl-C between these calls would otherwise leave a model or config nobody tracks.
         if not keep_on_failure:
             _rollback(sagemaker, created)
         raise
