@@ -2,6 +2,10 @@
 
 ``send()`` is replaced by ``stream_bytes()``, which consumes the stream content the
 way the real ``send()`` does: each item goes through the output formatter.
+
+Like the real class, there is no per-item property method: a batch item's property
+is an ordinary one named ``batch_{i}_<name>``, as DJL's own handlers set
+``add_property(f"batch_{i}_Content-Type", ...)``.
 """
 import json
 
