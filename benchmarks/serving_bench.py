@@ -151,6 +151,10 @@ def main() -> int:
 
     scalings = [levels[-1]["tokens_per_s"] / levels[0]["tokens_per_s"] for levels in rounds]
     scaling = statistics.median(scalings)
+    # Other load only ever slows a level down, so each level's best round is its least disturbed one
+    # (the reasoning behind timeit's min); both views are reported.
+    best = [max(levels[i]["tokens_per_s"] for levels in rounds) for i in range(len(LEVELS))]
+    best_scaling = best[-1] / best[0]
     rows = [f"Model: tiny-gptj (2 layers, width 64, GPT-J vocabulary), CPU backend, {args.prompt_tokens}-token "
             f"prompts, {args.new_tokens} new tokens, greedy.", "",
             "| batch 1, in process | median ms | min ms |", "|---|---|---|",
@@ -170,9 +174,12 @@ def main() -> int:
                     f"{statistics.median(r['tokens_per_s'] for r in runs):.1f} | "
                     f"{statistics.median(r['requests_per_s'] for r in runs):.2f} | "
                     f"{statistics.median(r['p50_latency_s'] for r in runs) * 1000:.0f} |")
-    rows += ["", f"Concurrency 8 / concurrency 1 = **{scaling:.2f}x** (median of per-round ratios "
-                 f"{', '.join(f'{x:.2f}' for x in scalings)}); target >= {TARGET_SCALING:g}x: "
-                 f"{'met' if scaling >= TARGET_SCALING else '**missed**'}", "",
+    rows += ["", f"Concurrency 8 / concurrency 1: **{scaling:.2f}x** as the median of per-round ratios "
+                 f"({', '.join(f'{x:.2f}' for x in scalings)}), **{best_scaling:.2f}x** between each level's best "
+                 f"round; target >= {TARGET_SCALING:g}x: {'met' if scaling >= TARGET_SCALING else '**missed**'} "
+                 f"by the median, {'met' if best_scaling >= TARGET_SCALING else '**missed**'} by the best rounds. "
+                 f"Load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared "
+                 "machine); the server, the client threads and the rest of the machine share those cores.", "",
              "`inf2-deploy bench` (streaming, 8 requests per level) against the same server, which batches "
              "streamed requests like the others:", "",
              "| concurrency | TTFT p50 ms | TPOT p50 ms | E2E p50 ms | output tok/s |", "|---|---|---|---|---|"]
