@@ -239,6 +239,9 @@ def resolve_target(target: str | StreamingTarget, *, region: str | None = None
         source = known[0].artifact_dir if known else None
         return LocalPredictor(target), TargetInfo(name=target, kind="local", tokenizer_source=source)
     deployment = get_local_deployment(target)
+    if deployment is not None and deployment.status != RUNNING:
+        raise ConfigError("the local deployment's server is not running", field="target", value=target,
+                          hint="start it again with inf2-deploy deploy --local")
     if deployment is not None:
         return deployment.predictor, TargetInfo(name=target, kind="local", tokenizer_source=deployment.artifact_dir)
     return _sagemaker_target(target, region)
