@@ -184,8 +184,12 @@ def test_djl_handle_answers_every_input(djl_handle, batch: list[bytes]) -> None:
         _check_json_answer(bytes(output.content[0][1]))
     else:
         assert [key for key, _ in output.content] == [f"batch_{i}." for i in range(len(batch))]
-        for _, data in output.content:
-            _check_json_answer(bytes(data))
+        for index, (_, data) in enumerate(output.content):
+            if output.properties.get(f"batch_{index}_Content-Type") == "application/jsonlines":
+                lines = [json.loads(line) for line in bytes(data).decode("utf-8").splitlines()]
+                assert lines and all("token" in line for line in lines) and "generated_text" in lines[-1]
+            else:
+                _check_json_answer(bytes(data))
 
 
 def test_djl_handle_still_serves_after_fuzz(djl_handle) -> None:  # noqa: ANN001
