@@ -2,8 +2,8 @@
 
 Starts ``python -m inf2_serving.server`` on 127.0.0.1 for the tiny GPT-J (CPU
 backend), then for ``--duration`` seconds runs ``--clients`` clients in a loop
-(half streaming, half not) and one client that opens streams and hangs up after
-the first line. It reports every error, latency percentiles, the server's
+(half streaming, half not) and one client that opens long streams
+(``--disconnect-tokens``) and hangs up after the first line. It reports every error, latency percentiles, the server's
 resident memory over time, and whether the server still answers normally after
 all the disconnects. Loopback only; bounded in clients (64) and time (600 s).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -131,14 +132,14 @@ def client_loop(url: str, stream: bool, seed: int, deadline: float, max_new_toke
 
 
 def disconnect_loop(url: str, deadline: float, max_new_tokens: int, tally: Tally) -> None:
-    """Open a long stream, read one line, and drop the connection; again and again."""
+    """Open a stream of ``max_new_tokens``, read one line, and drop the connection; again and again."""
     index = 0
     while time.monotonic() < deadline:
         # A fresh client per stream: closing it closes the socket mid-response.
         client = httpx.Client(base_url=url, timeout=60)
         try:
             with client.stream("POST", "/invocations",
-                               json=request_body(index, True, max_new_tokens * 8)) as response:
+                               json=request_body(index, True, max_new_tokens)) as response:
                 for _ in response.iter_lines():
                     break
         except httpx.HTTPError as exc:
@@ -181,7 +182,7 @@ def sequential_latencies(url: str, count: int, max_new_tokens: int) -> list[floa
     return tally.latencies["json"]
 
 
-def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int,
+def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int, disconnect_tokens: int,
          max_rss_growth_mib: float) -> dict[str, Any]:
     """Run the soak against a fresh server for ``artifact``; returns the report."""
     port = free_port()
@@ -194,10 +195,12 @@ def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int,
         warmup = sequential_latencies(url, 20, max_new_tokens)
         rss_start = rss_mib(server.pid)
         tally = Tally()
+        load_before = os.getloadavg()[0]
         deadline = time.monotonic() + duration
         threads = [threading.Thread(target=client_loop, args=(url, i % 2 == 0, i, deadline, max_new_tokens, tally))
                    for i in range(clients)]
-        threads.append(threading.Thread(target=disconnect_loop, args=(url, deadline, max_new_tokens, tally)))
+        if disconnect_tokens:
+            threads.append(threading.Thread(target=disconnect_loop, args=(url, deadline, disconnect_tokens, tally)))
         for thread in threads:
             thread.start()
         rss_samples = []
@@ -211,6 +214,7 @@ def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int,
         ping = httpx.get(f"{url}/ping", timeout=10).status_code
         after = sequential_latencies(url, 20, max_new_tokens)
         rss_end = rss_mib(server.pid)
+        load_after = os.getloadavg()[0]
     finally:
         server.terminate()
         try:
@@ -222,7 +226,9 @@ def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int,
     warm_median, after_median = statistics.median(warmup), statistics.median(after)
     report = {
         "clients": clients, "streaming_clients": (clients + 1) // 2, "duration_s": duration,
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": max_new_tokens, "disconnect_stream_tokens": disconnect_tokens,
+        # the host's 1-minute load average: other work on the machine slows every figure below
+        "load_average": {"before": round(load_before, 2), "after": round(load_after, 2), "cpus": os.cpu_count()},
         "requests": {"json": len(lat["json"]), "stream": len(lat["stream"]), "disconnected_streams": tally.disconnects},
         "errors": len(tally.errors), "error_samples": tally.errors[:5], "hung_clients": hung,
         "latency_s": {
@@ -251,6 +257,8 @@ def main() -> int:
                         help=f"concurrent clients, half streaming (max {MAX_CLIENTS})")
     parser.add_argument("--duration", type=float, default=60, help=f"seconds of load (max {MAX_DURATION_S})")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--disconnect-tokens", type=int, default=128,
+                        help="max_new_tokens of the streams that hang up after one line (0: no such client)")
     parser.add_argument("--max-rss-growth-mib", type=float, default=64)
     parser.add_argument("--artifact", type=Path, help="a packaged artifact folder (default: build tiny-gptj)")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -265,7 +273,7 @@ def main() -> int:
             artifact = build_tiny_gptj(Path(scratch) / "tiny-gptj")
             (artifact / "serving.properties").write_text(SERVING_PROPERTIES, encoding="utf-8")
         report = soak(artifact, clients=args.clients, duration=args.duration, max_new_tokens=args.max_new_tokens,
-                      max_rss_growth_mib=args.max_rss_growth_mib)
+                      disconnect_tokens=args.disconnect_tokens, max_rss_growth_mib=args.max_rss_growth_mib)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
