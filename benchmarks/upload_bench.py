@@ -1,6 +1,6 @@
 """Package and upload of a synthetic GPT-J-shaped fp32 checkpoint to a real S3 server on loopback.
 
-Routes, each in its own process so that its peak RSS can be read (``os.wait4``):
+Routes, each in its own process that reports its own peak RSS (VmHWM):
 
 - ours: ``package`` (streaming fp32 -> fp16 safetensors, hashes and ETags) plus
   ``upload_artifact`` (s3transfer, 16 MiB parts, skip of unchanged objects);
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -216,26 +215,36 @@ ROUTES = {"ours": route_ours, "redeploy": route_ours, "upload_only": route_uploa
           "usual": route_usual}
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM).
+
+    Not ``ru_maxrss``: Linux carries the parent's peak at fork into the child's ru_maxrss, so a
+    child of a large parent would report the parent's size. VmHWM belongs to the address space
+    that exec created.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
 def child(argv: list[str]) -> int:
     route, src, work, endpoint, prefix = argv
     ledger = Path(work).parent / "etag-ledger.json"
     result = ROUTES[route](Path(src), Path(work), s3_client(endpoint, ledger), prefix)
+    result["peak_rss_bytes"] = peak_rss_bytes()
     print(json.dumps(result))
     return 0
 
 
 def run_route(route: str, src: Path, work: Path, endpoint: str, prefix: str) -> dict[str, Any]:
-    """Run one route in a fresh process; add its peak RSS (bytes) from wait4."""
-    process = subprocess.Popen([sys.executable, __file__, "--child", route, str(src), str(work), endpoint, prefix],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"route {route} failed:\n{stderr.decode()[-3000:]}")
-    result = json.loads(stdout.decode().strip().splitlines()[-1])
-    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # Linux reports KiB
-    return result
+    """Run one route in a fresh process; it reports its own timings and peak RSS."""
+    done = subprocess.run([sys.executable, __file__, "--child", route, str(src), str(work), endpoint, prefix],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"route {route} failed:\n{done.stderr.decode()[-3000:]}")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
 # --- report --------------------------------------------------------------------------------------------
