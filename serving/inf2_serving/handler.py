@@ -193,7 +193,8 @@ class ModelHandler:
             HandlerNotReady: the model is not READY.
         """
         prepared: list[list[PreparedPrompt] | Exception] = []
-        owners: list[int] = []  # flattened prompt row -> position of its request
+        flat: list[PreparedPrompt] = []
+        owners: list[int] = []  # the position of each flat row's request
         for position, request in enumerate(requests):
             try:
                 prompts = self.prepare(request)
@@ -201,8 +202,8 @@ class ModelHandler:
                 prepared.append(exc)
                 continue
             prepared.append(prompts)
+            flat += prompts
             owners += [position] * len(prompts)
-        flat = [p for item in prepared if not isinstance(item, Exception) for p in item]
         lines: dict[int, list[dict[str, Any]]] = {
             position: [] for position, request in enumerate(requests)
             if request.stream and not isinstance(prepared[position], Exception)
