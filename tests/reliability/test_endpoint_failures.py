@@ -171,7 +171,7 @@ def test_throttling_and_5xx_are_retried_with_backoff(
         session: Session, spec, artifact, sleeps: list[float], service: str, operation: str, answer,  # noqa: ANN001
         first_delay: float) -> None:
     # S3 calls go one per file, in parallel: fail one file's attempts so that they are in sequence.
-    attempts = fail(session.client(service), operation, [answer, answer, answer], "config.json" * (service == "s3"))
+    attempts = fail(session.client(service), operation, [answer, answer, answer], "/config.json" * (service == "s3"))
     deployment = deploy(spec, artifact=artifact, session=session, clock=Clock())
     assert deployment.status is not None and deployment.status.value == "InService"
     # three failures, then the attempt that reached moto (more for operations called more than once)
