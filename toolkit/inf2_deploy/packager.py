@@ -140,7 +140,7 @@ def _bpe_from_tokenizer_json(path: Path, source_id: str) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.model.save(tmp)
         files = {name: (Path(tmp) / name).read_bytes() for name in ("vocab.json", "merges.txt")}
-    vocab = tokenizer.model.get_vocab() if hasattr(tokenizer.model, "get_vocab") else tokenizer.get_vocab(False)
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
     added = {token.content: index for index, token in tokenizer.get_added_tokens_decoder().items()
              if token.content not in vocab}
     if added:
