@@ -10,8 +10,9 @@ all the disconnects. Loopback only; bounded in clients (64) and time (600 s).
 Checks (exit 1 when one fails):
 - zero errors: every answer is 200 with LMI JSON (or JSON lines ending in generated_text);
 - resident memory of the server grows by at most ``--max-rss-growth-mib`` from warm-up to the end;
-- after the disconnects, /ping is 200 and sequential requests take at most 3x their warm-up
-  median (+50 ms): no wedged batcher, no leaked generation slot.
+- after the disconnects, /ping is 200 and, once one request has waited out any generation
+  still running for a hung-up stream, sequential requests take at most 3x their warm-up median
+  (+0.25 s for a shared host): no wedged batcher, no leaked generation slot.
 
 Run: ``make soak`` or ``.venv/bin/python benchmarks/soak.py --duration 60 --clients 8``.
 """
@@ -34,6 +35,8 @@ from typing import Any
 import httpx
 
 MAX_CLIENTS = 64
+# Slack for a shared host; a wedged batcher shows up as timeouts or tens of seconds, not this.
+HOST_NOISE_S = 0.25
 MAX_DURATION_S = 600
 SERVING_PROPERTIES = (
     "engine=Python\noption.entryPoint=model.py\noption.backend=cpu\noption.n_positions=256\n"
@@ -210,8 +213,9 @@ def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int, 
         for thread in threads:
             thread.join(timeout=120)
         hung = sum(thread.is_alive() for thread in threads)
-        time.sleep(1)  # let abandoned generations finish
         ping = httpx.get(f"{url}/ping", timeout=10).status_code
+        # The first request may wait for a hung-up stream's generation still running; then none should.
+        (first_after,) = sequential_latencies(url, 1, max_new_tokens)
         after = sequential_latencies(url, 20, max_new_tokens)
         rss_end = rss_mib(server.pid)
         load_after = os.getloadavg()[0]
@@ -239,13 +243,14 @@ def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int, 
         "rss_mib": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1),
                     "peak": max([*rss_samples, rss_end]), "growth": round(rss_end - rss_start, 1),
                     "samples_every_s": rss_samples},
-        "after_disconnects": {"ping": ping, "median_latency_s": round(after_median, 4),
+        "after_disconnects": {"ping": ping, "first_request_s": round(first_after, 4),
+                              "median_latency_s": round(after_median, 4),
                               "warmup_median_latency_s": round(warm_median, 4)},
     }
     report["checks"] = {
         "zero_errors": not tally.errors and hung == 0,
         "rss_growth_bounded": rss_end - rss_start <= max_rss_growth_mib,
-        "healthy_after_disconnects": ping == 200 and after_median <= 3 * warm_median + 0.05,
+        "healthy_after_disconnects": ping == 200 and after_median <= 3 * warm_median + HOST_NOISE_S,
     }
     report["ok"] = all(report["checks"].values())
     return report
