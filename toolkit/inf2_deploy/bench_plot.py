@@ -69,6 +69,10 @@ def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     rps.set_ylabel("requests/s", color="tab:purple")
     _headroom(rps)
     for level in levels:
+        # with a constant token count per request the two lines coincide; the labels keep both readable
+        ax.annotate(f"{level.output_tokens_per_second:.0f} tok/s\n{level.requests_per_second:.2f} req/s",
+                    (level.concurrency, level.output_tokens_per_second), textcoords="offset points",
+                    xytext=(0, 8), ha="center", fontsize=8)
         if level.errors:
             ax.annotate(f"{level.errors} err", (level.concurrency, level.output_tokens_per_second),
                         textcoords="offset points", xytext=(0, -14), ha="center", color="tab:red", fontsize=8)
@@ -88,6 +92,7 @@ def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
                 panel.xaxis.set_major_locator(FixedLocator(xs))
                 panel.xaxis.set_minor_locator(FixedLocator([]))
                 panel.set_xticklabels([str(x) for x in xs])
+    ax.margins(x=0.12)  # room for the labels of the first and last level
     fig.suptitle(f"{result.target}: {result.prompt_tokens} prompt tokens, {result.max_new_tokens} new tokens")
 
     target = Path(path)
