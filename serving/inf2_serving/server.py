@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +133,7 @@ class DynamicBatcher:
             raise result
         return result
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[dict[str, Any], None]:
         """Queue a streaming request and yield its lines as the model produces them.
 
         Closing the iterator early (the client left) lets the batch run on; the
@@ -176,8 +176,7 @@ class DynamicBatcher:
         try:
             results = self._handler.generate_many(
                 [job.request for job in jobs], on_line=lambda position, line: jobs[position].post(line))
-        except Exception as exc:  # every request of the batch gets the failure: a 500 or an error line
-            logger.exception("batch of %d requests failed", len(jobs))
+        except Exception as exc:  # each request of the batch gets (and logs) it: a 500 or an error line
             results = [exc] * len(jobs)
         for position, job in enumerate(jobs):
             result = results[position]
@@ -224,7 +223,9 @@ def _jsonline(line: dict[str, Any]) -> bytes:
     return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-async def _jsonlines(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _jsonlines(
+    first: dict[str, Any], rest: AsyncGenerator[dict[str, Any], None],
+) -> AsyncIterator[bytes]:
     try:
         yield _jsonline(first)
         async for line in rest:

@@ -73,7 +73,8 @@ async def _stream(http: httpx.AsyncClient, prompt: str, new_tokens: int) -> Stre
 
 
 async def _plain(http: httpx.AsyncClient, prompt: str, new_tokens: int) -> dict[str, Any]:
-    response = await http.post("/invocations", json={"inputs": prompt, "parameters": {"max_new_tokens": new_tokens}})
+    body = {"inputs": prompt, "parameters": {"max_new_tokens": new_tokens}}
+    response = await http.post("/invocations", json=body)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -93,13 +94,15 @@ def _check_stream(streamed: Streamed, expected: str, new_tokens: int) -> None:
 
 
 def test_generate_many_streams_lines_and_keeps_them_in_the_slot(cpu_handler, reference) -> None:
-    requests = [parse_request({"inputs": "Once upon a time", "stream": True, "parameters": {"max_new_tokens": 5}}),
-                parse_request({"inputs": "Hello world", "parameters": {"max_new_tokens": 4}}),
-                parse_request({"inputs": "word" * 200, "stream": True}),
-                parse_request({"inputs": "Good morning", "stream": True, "parameters": {"max_new_tokens": 3}})]
+    requests = [parse_request(payload) for payload in (
+        {"inputs": "Once upon a time", "stream": True, "parameters": {"max_new_tokens": 5}},
+        {"inputs": "Hello world", "parameters": {"max_new_tokens": 4}},
+        {"inputs": "word" * 200, "stream": True},
+        {"inputs": "Good morning", "stream": True, "parameters": {"max_new_tokens": 3}},
+    )]
     seen: dict[int, list] = {}
-    answers = cpu_handler.generate_many(requests, on_line=lambda position, line: seen.setdefault(position, [])
-                                        .append(line))
+    answers = cpu_handler.generate_many(
+        requests, on_line=lambda position, line: seen.setdefault(position, []).append(line))
     assert set(seen) == {0, 3}  # only streaming requests that passed validation have lines
     assert answers[0] == seen[0] and answers[3] == seen[3]
     assert answers[0][-1]["generated_text"] == reference("Once upon a time", 5) and len(answers[0]) == 5
@@ -111,10 +114,10 @@ def test_generate_many_streams_lines_and_keeps_them_in_the_slot(cpu_handler, ref
 @pytest.mark.slow
 def test_concurrent_streams_share_one_batch_and_stream_live(live_server, engine_runs, reference) -> None:
     prompts = ["Hello world, my name is", "The capital of France is", "One two three", "Good"]
-    results = _gather(live_server, *(lambda http, p=p: _stream(http, p, 60) for p in prompts))
+    results = _gather(live_server, *(lambda http, p=p: _stream(http, p, 100) for p in prompts))
     assert engine_runs.sizes == [4]  # batch_size 4: the four streams ran as one batch
     for prompt, streamed in zip(prompts, results, strict=True):
-        _check_stream(streamed, reference(prompt, 60), 60)
+        _check_stream(streamed, reference(prompt, 100), 100)
         # Live: each stream's first line reached the client before its batch finished generating.
         assert streamed.first_line_at < engine_runs.ended_at[0]
 
@@ -156,8 +159,8 @@ def test_the_model_never_runs_two_generations_at_once(live_server, engine_runs, 
 
 
 @pytest.mark.slow
-def test_a_client_leaving_mid_stream_does_not_hold_up_later_requests(live_server, engine_runs, reference,
-                                                                        caplog) -> None:
+def test_a_client_leaving_mid_stream_does_not_hold_up_later_requests(
+        live_server, engine_runs, reference, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="inf2_serving")
 
     async def leave_early(http):
@@ -183,7 +186,8 @@ def test_a_client_leaving_mid_stream_does_not_hold_up_later_requests(live_server
 
 
 @pytest.mark.slow
-def test_a_batch_failing_mid_stream_ends_streams_with_an_error_line(live_server, cpu_handler, monkeypatch) -> None:
+def test_a_batch_failing_mid_stream_ends_streams_with_an_error_line(
+        live_server, cpu_handler, monkeypatch) -> None:
     backend = cpu_handler.engine.backend
     original = backend.generate
 
@@ -194,7 +198,7 @@ def test_a_batch_failing_mid_stream_ends_streams_with_an_error_line(live_server,
     monkeypatch.setattr(backend, "generate", fails_after_two_steps)
 
     async def failing_plain(http):
-        response = await http.post("/invocations", json={"inputs": "Hello", "parameters": {"max_new_tokens": 5}})
+        response = await http.post("/invocations", json={"inputs": "Hi", "parameters": {"max_new_tokens": 5}})
         return response.status_code, response.json()
 
     streamed, (status, body) = _gather(live_server, lambda http: _stream(http, "Once upon a time", 8),
