@@ -8,9 +8,7 @@ import pytest
 from inf2_deploy.benchmarking import load_tokenizer, resolve_target
 from inf2_deploy.errors import AwsError, ModelSourceError
 from inf2_deploy.predictor import Predictor
-from inf2_deploy.spec import INSTANCE_TYPES
 from moto import mock_aws
-from moto.sagemaker import models as sagemaker_models
 
 REGION = "us-east-1"
 BUCKET = "bench-models"
@@ -20,28 +18,8 @@ IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.29.0-neuro
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER",
-                 "AWS_SESSION_TOKEN", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("INF2_DEPLOY_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture(autouse=True)
-def moto_inf2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto 5.2.5's CreateEndpointConfig rejects ml.inf2 types (its enum predates Inferentia2); admit only those."""
-    original = sagemaker_models.FakeEndpointConfig.validate_instance_type
-
-    def validate_instance_type(self, instance_type: str) -> None:
-        if instance_type not in INSTANCE_TYPES:
-            original(self, instance_type)
-
-    monkeypatch.setattr(sagemaker_models.FakeEndpointConfig, "validate_instance_type", validate_instance_type)
+def aws_on_moto(fake_aws_env: None, moto_accepts_inf2: None) -> None:
+    """Fake credentials, and moto extended for ml.inf2 (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import sagemaker_fakes
-from inf2_deploy.spec import INSTANCE_TYPES, load_spec
+from inf2_deploy.spec import load_spec
 from moto.core.responses import ActionResult
 from moto.sagemaker import models as sagemaker_models
 from moto.sagemaker.responses import SageMakerResponse
@@ -14,35 +14,8 @@ from sagemaker_fakes import REGION, ROLE, FakeClock, status_script_for
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake credentials and region; no real AWS config, endpoint or local state leaks in."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER",
-                 "AWS_SESSION_TOKEN", "AWS_REGION", "HF_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("INF2_DEPLOY_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture(autouse=True)
-def moto_inf2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let moto's CreateEndpointConfig accept the four ml.inf2 types.
-
-    moto 5.2.5 validates InstanceType against an enum that predates Inferentia2
-    (FakeEndpointConfig.validate_instance_type), so every real inf2 request
-    would fail there. Only those four names are added; anything else still
-    goes through moto's own check.
-    """
-    original = sagemaker_models.FakeEndpointConfig.validate_instance_type
-
-    def validate_instance_type(self, instance_type: str) -> None:
-        if instance_type not in INSTANCE_TYPES:
-            original(self, instance_type)
-
-    monkeypatch.setattr(sagemaker_models.FakeEndpointConfig, "validate_instance_type", validate_instance_type)
+def aws_on_moto(fake_aws_env: None, moto_accepts_inf2: None) -> None:
+    """Fake credentials, and moto extended for ml.inf2 (tests/conftest.py), for every deploy test."""
 
 
 @pytest.fixture(autouse=True)

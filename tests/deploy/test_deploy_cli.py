@@ -1,32 +1,12 @@
 """The deploy commands end to end, in process, against a moto server over real HTTP (AWS_ENDPOINT_URL)."""
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import boto3
 import pytest
 from inf2_deploy.cli import main
 from sagemaker_fakes import ACCOUNT, REGION, ROLE
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
-
-
-@pytest.fixture
-def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    try:
-        yield url
-    finally:
-        server.stop()
 
 
 def _deploy_argv(*extra: str) -> list[str]:
