@@ -9,16 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from inf2_deploy import LocalPredictor, Predictor
-from inf2_deploy.local import get_local_deployment
-
-
-def predictor_for(name: str | None, url: str | None):
-    """A predictor for a URL, a local deployment name, or a SageMaker endpoint name."""
-    if url:
-        return LocalPredictor(url)
-    local = get_local_deployment(name)
-    return local.predictor if local else Predictor(name)
+from inf2_deploy import connect
 
 
 def main() -> None:
@@ -29,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.name or args.url):
         parser.error("give a deployment NAME or --url")
-    predictor = predictor_for(args.name, args.url)
+    predictor = connect(args.url or args.name)
     while True:
         try:
             prompt = input("> ")

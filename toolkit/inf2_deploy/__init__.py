@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "Predictor": "predictor",
     "LocalPredictor": "predictor",
     "LocalDeployment": "local",
+    "connect": "local",
     # benchmarking
     "bench": "benchmarking",
     "BenchResult": "benchmarking",

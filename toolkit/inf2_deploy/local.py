@@ -50,6 +50,7 @@ __all__ = [
     "get_local_deployment",
     "list_local_deployments",
     "delete_local",
+    "connect",
     "state_dir",
     "artifact_cache_dir",
 ]
@@ -509,3 +510,32 @@ def deploy_local(
     artifact = package(spec, target, progress=progress, cache_dir=_cache_root())
     return start_local(artifact.directory, name=name, host=host, port=port, backend=backend,
                        fingerprint=artifact.fingerprint, wait=wait, timeout=timeout)
+
+
+def connect(target: str, *, region: str | None = None) -> Any:
+    """A predictor for ``target``: an ``http(s)://`` URL, a local deployment's name, or a
+    SageMaker endpoint name, tried in that order.
+
+    Args:
+        target: where to send requests.
+        region: the AWS region of a SageMaker endpoint; default the standard resolution.
+
+    Returns:
+        A ``LocalPredictor`` or a ``Predictor``; both have ``generate``, ``stream`` and ``stream_events``.
+
+    Raises:
+        InvocationError: ``target`` names a local deployment whose server has stopped.
+        CredentialsError: a SageMaker endpoint, but no AWS region or credentials.
+    """
+    from .errors import InvocationError
+    from .predictor import Predictor
+
+    if target.startswith(("http://", "https://")):
+        return LocalPredictor(target)
+    local = get_local_deployment(target)
+    if local is None:
+        return Predictor(target, region=region)
+    if local.status == STOPPED:
+        raise InvocationError(f"local deployment {target} has stopped (pid {local.pid})",
+                              hint=f"see {local.log_file}; inf2-deploy delete {target} forgets it")
+    return local.predictor

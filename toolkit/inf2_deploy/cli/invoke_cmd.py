@@ -59,26 +59,13 @@ def add_target_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def predictor_for(args: argparse.Namespace) -> Any:
-    """The predictor for ``args.url``, else the local deployment ``args.name``, else the SageMaker endpoint.
-
-    Raises:
-        ConfigError: the name is invalid.
-        InvocationError: the local deployment is recorded but its server has stopped.
-        CredentialsError: a SageMaker endpoint, but no AWS region or credentials.
-    """
-    from ..errors import InvocationError
-    from ..local import STOPPED, get_local_deployment
-    from ..predictor import LocalPredictor, Predictor
+    """The predictor for ``--url``, else the local deployment or SageMaker endpoint ``NAME``."""
+    from ..local import connect
+    from ..predictor import LocalPredictor
 
     if args.url:
         return LocalPredictor(args.url, name=args.name)
-    local = get_local_deployment(args.name)
-    if local is None:
-        return Predictor(args.name, region=args.region)
-    if local.status == STOPPED:
-        raise InvocationError(f"local deployment {args.name} has stopped (pid {local.pid})",
-                              hint=f"see {local.log_file}; inf2-deploy delete {args.name} forgets it")
-    return local.predictor
+    return connect(args.name, region=args.region)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
