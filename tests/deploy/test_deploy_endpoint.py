@@ -137,9 +137,10 @@ def test_resource_names_are_unique_valid_and_short():
     long = "a" * 63
     name = resource_name(long, "0123456789abcdef", WHEN)
     assert len(name) <= 63
-    assert name.endswith("-01234567-20250102000000")
+    assert name.endswith("-01234567-20250102000000000")
     assert re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", name)
     assert resource_name("gptj", "f" * 64, WHEN) != resource_name("gptj", "f" * 64, WHEN.replace(second=1))
+    assert resource_name("gptj", "f" * 64, WHEN) != resource_name("gptj", "f" * 64, WHEN.replace(microsecond=1000))
     # a cut that would end in a hyphen is trimmed
     assert "--" not in resource_name("a" * 38 + "-b", "0" * 8, WHEN)
 

@@ -29,7 +29,7 @@ def test_first_deploy_sends_exact_requests(session, tiny_spec, tiny_artifact, cl
     deployment = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=clock)
 
     fingerprint = tiny_artifact.fingerprint
-    name = f"tiny-{fingerprint[:8]}-20250102030405"
+    name = f"tiny-{fingerprint[:8]}-20250102030405000"
     prefix = f"s3://{BUCKET}/inf2-deploy/tiny-gptj/{fingerprint}/"
     assert deployment.endpoint_name == "tiny"
     assert (deployment.model_name, deployment.endpoint_config_name) == (name, name)

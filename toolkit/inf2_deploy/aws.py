@@ -31,6 +31,7 @@ from .version import __version__
 __all__ = ["CLIENT_CONFIG", "Session", "make_session", "aws_errors", "error_code", "is_not_found"]
 
 CLIENT_CONFIG = Config(
+    # botocore counts max_attempts as retries after the first call: 11 calls in all.
     retries={"mode": "adaptive", "max_attempts": 10},
     user_agent_extra=f"inf2-deploy/{__version__}",
 )

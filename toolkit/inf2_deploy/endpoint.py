@@ -311,13 +311,15 @@ def find_endpoint(sagemaker: Any, name: str) -> Endpoint | None:
 
 
 def resource_name(endpoint_name: str, fingerprint: str, now: datetime) -> str:
-    """``<endpoint>-<fingerprint[:8]>-<UTC yyyymmddHHMMSS>``, cut to SageMaker's 63 characters.
+    """``<endpoint>-<fingerprint[:8]>-<UTC yyyymmddHHMMSSmmm>``, cut to SageMaker's 63 characters.
 
     Models and endpoint configs get such names, unique per deploy, so a new
-    config can be created while the old one still serves traffic.
+    config can be created while the old one still serves traffic. Milliseconds
+    keep two deploys started within one second apart.
     """
     short = re.sub(r"[^a-zA-Z0-9]", "", fingerprint)[:8] or "0"
-    suffix = f"-{short}-{now.astimezone(timezone.utc):%Y%m%d%H%M%S}"
+    utc = now.astimezone(timezone.utc)
+    suffix = f"-{short}-{utc:%Y%m%d%H%M%S}{utc.microsecond // 1000:03d}"
     base = endpoint_name[: MAX_NAME - len(suffix)].rstrip("-")
     return base + suffix
 

@@ -100,8 +100,8 @@ def _name_patterns(endpoint_name: str | None) -> tuple[str, str]:
     if endpoint_name is None:
         return "*", "*"
     sample = resource_name(endpoint_name, "0" * 8, datetime(2000, 1, 1, tzinfo=timezone.utc))
-    # resource_name appends "-<8 fingerprint chars>-<14 time digits>"; keep what precedes it.
-    return endpoint_name, sample[: -len("00000000-20000101000000")] + "*"
+    # resource_name appends "-<fingerprint>-<time>"; keep what precedes those two parts.
+    return endpoint_name, sample.rsplit("-", 2)[0] + "-*"
 
 
 def deployer_policy(
