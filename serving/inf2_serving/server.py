@@ -12,8 +12,11 @@ serving's front end:
   after the first. One worker thread runs one batch at a time; a streaming request
   gets each token line as its batch produces it.
 - Bodies over ``body_limit_bytes`` (1 MiB by default) get 413.
+- The SageMaker runtime API (``POST /endpoints/{name}/invocations`` and
+  ``.../invocations-response-stream``, see :mod:`inf2_serving.runtime_api`), so boto3's
+  ``sagemaker-runtime`` client works with ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` set to the server.
 
-Only this module imports starlette and uvicorn; the container never imports it.
+Only this module and runtime_api import starlette and uvicorn; the container never imports them.
 """
 from __future__ import annotations
 
@@ -264,6 +267,8 @@ def create_app(
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
+    from .runtime_api import runtime_routes, streaming_body
+
     props = load_artifact_properties(artifact_dir, backend)
     if max_batch_delay_ms is None:
         max_batch_delay_ms = float(props.get("max_batch_delay", DEFAULT_MAX_BATCH_DELAY_MS))
@@ -304,11 +309,12 @@ def create_app(
             body["error"] = model.error
         return JSONResponse(body, status_code=503)
 
-    async def invoke(request: Request) -> Response:
+    async def invoke(request: Request, force_stream: bool = False) -> Response:
         if model.state is not ReadinessState.READY:
             return error(f"the model is {model.state.value.lower()}; retry when /ping returns 200", 503)
         try:
-            generation = parse_body(await _read_body(request, body_limit_bytes))
+            body = await _read_body(request, body_limit_bytes)
+            generation = parse_body(streaming_body(body) if force_stream else body)
             if generation.stream:
                 lines = state["batcher"].stream(generation)
                 # The status waits for the first line, so a request that fails validation
@@ -337,6 +343,7 @@ def create_app(
             Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invoke, methods=["POST"]),
             Route("/predictions/{model}", predictions, methods=["POST"]),
+            *runtime_routes(invoke),
         ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
