@@ -1,40 +1,15 @@
-"""The AWS event-stream wire format (application/vnd.amazon.eventstream), for SageMaker stream tests.
-
-Each message: total length, headers length, prelude CRC32, headers, payload, message CRC32.
+"""SageMaker event streams for the Predictor tests: real wire bytes (application/vnd.amazon.eventstream)
+served to a botocore client.
 """
 from __future__ import annotations
 
-import json
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
+# The server's own encoder, so the client tests and the local runtime API share one wire format.
+from inf2_serving.runtime_api import event_message, payload_part, stream_exception
 
-def _header(name: str, value: str) -> bytes:
-    raw_name, raw_value = name.encode(), value.encode()
-    return struct.pack("B", len(raw_name)) + raw_name + b"\x07" + struct.pack(">H", len(raw_value)) + raw_value
-
-
-def event_message(headers: dict[str, str], payload: bytes) -> bytes:
-    """One encoded event-stream message."""
-    encoded = b"".join(_header(k, v) for k, v in headers.items())
-    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
-    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
-    return message + struct.pack(">I", zlib.crc32(message))
-
-
-def payload_part(data: bytes) -> bytes:
-    return event_message({":message-type": "event", ":event-type": "PayloadPart",
-                          ":content-type": "application/octet-stream"}, data)
-
-
-def stream_exception(kind: str, message: str, error_code: str | None = None) -> bytes:
-    body: dict[str, str] = {"Message": message}
-    if error_code:
-        body["ErrorCode"] = error_code
-    return event_message({":message-type": "exception", ":exception-type": kind,
-                          ":content-type": "application/json"}, json.dumps(body).encode())
+__all__ = ["event_message", "payload_part", "serve_event_stream", "stream_exception"]
 
 
 class _RawStream:
