@@ -33,7 +33,8 @@ GIB = 1024**3
 HBM_PER_CORE_BYTES = 16 * GIB
 HBM_BANDWIDTH_PER_CHIP = 820e9  # bytes/s, Neuron docs: Inferentia2 chip HBM bandwidth
 
-_PRICE_SOURCE = "AWS EC2 on-demand list price for inf2, us-east-1, read 2024-09; SageMaker ml.* rates differ"
+_PRICE_SOURCE = ("AWS EC2 on-demand list price for inf2 in us-east-1 as published at the 2023 launch; "
+                 "SageMaker ml.* rates are higher: pass --price-per-hour")
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,8 @@ class Plan:
             "region": self.region,
             "memory_per_core": self.memory_per_core.to_dict(),
             "price_per_hour": self.price_per_hour,
+            "price_source": "--price-per-hour" if self.spec.price_per_hour is not None else (
+                self.instance.price_source if self.instance else None),
             "image_uri": self.image_uri,
             "serving_properties": self.serving_properties,
             "alternatives": [
