@@ -4,6 +4,14 @@
 
 Region and credentials come from the standard AWS resolution; AWS_ENDPOINT_URL points boto3 at
 another endpoint (e.g. a local emulator in tests).
+
+To run it against a local deployment (``inf2-deploy deploy --local`` or ``inf2-deploy serve``),
+whose server speaks the SageMaker runtime API, streaming included::
+
+    AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:PORT AWS_DEFAULT_REGION=us-east-1 \\
+    AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local python examples/invoke_boto3.py any-name
+
+Any credentials do (the local server does not check signatures) and any endpoint name reaches its model.
 """
 from __future__ import annotations
 

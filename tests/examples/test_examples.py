@@ -74,6 +74,30 @@ def test_invoke_boto3_against_moto(moto_server):
 
 
 @pytest.mark.slow
+def test_invoke_boto3_streams_from_a_local_deployment(fake_aws_env, capsys):
+    from inf2_deploy.cli import main
+    from inf2_deploy.local import get_local_deployment
+
+    # The local server speaks the SageMaker runtime API, so the example runs unchanged with streaming
+    # (which moto lacks); fake_aws_env supplies fake credentials and the region.
+    assert main(["deploy", "--local", "--model", "tiny-gptj", "--tp-degree", "2", "--batch-size", "2",
+                 "--n-positions", "256", "--region", "us-east-1", "--endpoint-name", "ex-boto3"]) == 0
+    try:
+        deployment = get_local_deployment("ex-boto3")
+        assert f"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={deployment.url}" in capsys.readouterr().out
+        prompt = "The capital of France is"
+        with deployment.predictor as predictor:
+            expected = predictor.generate(prompt, max_new_tokens=32)
+        assert expected
+        result = run_example("invoke_boto3.py", "my-endpoint", prompt,
+                             AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=deployment.url)
+        assert f"invoke_endpoint: {expected}\n" in result.stdout
+        assert f"invoke_endpoint_with_response_stream: {expected}\n" in result.stdout
+    finally:
+        main(["delete", "ex-boto3"])
+
+
+@pytest.mark.slow
 def test_chat_and_bench_against_a_local_deployment(tmp_path):
     env = {"INF2_DEPLOY_HOME": str(tmp_path)}
     from inf2_deploy.cli import main

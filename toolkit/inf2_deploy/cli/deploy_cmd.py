@@ -102,6 +102,7 @@ def _deploy_local(args: argparse.Namespace, spec: Any) -> int:
     deployment = deploy_local(spec, name=spec.endpoint_name, port=args.port, wait=not args.no_wait)
     print(f"local deployment {deployment.name} serving at {deployment.url} (pid {deployment.pid})")
     print(f"  invoke:  inf2-deploy invoke {deployment.name} \"Hello\"")
+    print(f"  boto3:   AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={deployment.url}  (any endpoint name and credentials)")
     print(f"  delete:  inf2-deploy delete {deployment.name}")
     return 0
 
