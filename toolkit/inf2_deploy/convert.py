@@ -22,7 +22,7 @@ import json
 import math
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,6 +453,7 @@ def convert_weights(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     part_size: int = UPLOAD_PART_SIZE,
     progress: ProgressCallback | None = None,
+    on_file: Callable[[ArtifactFile, Path], None] | None = None,
 ) -> list[ArtifactFile]:
     """Write ``checkpoint``'s weights into ``out_dir`` as safetensors shards of ``dtype``.
 
@@ -466,6 +467,8 @@ def convert_weights(
         chunk_bytes: the read size; peak memory is a few of these.
         part_size: the upload part size the ETags are computed for.
         progress: called with input bytes done, the total, and the label ``weights``.
+        on_file: called with each output file and its path once the file is complete
+            (``pipeline`` uploads a shard while the next one is converted).
 
     Returns:
         The written files (shards, and the index when there is more than one shard).
@@ -509,9 +512,13 @@ def convert_weights(
                     if progress is not None:
                         progress(done, total_in, "weights")
             files.append(writer.close(name, len(header) + sum(i.out_nbytes(dtype) for i in shard)))
+            if on_file is not None:
+                on_file(files[-1], folder / name)
     finally:
         reader.close()
         writer.shutdown()
     if len(shards) > 1:
         files.append(_write_index(folder, shards, dtype, part_size))
+        if on_file is not None:
+            on_file(files[-1], folder / SAFE_INDEX_NAME)
     return files

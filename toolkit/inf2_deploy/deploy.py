@@ -1,9 +1,11 @@
 """Deploy, redeploy, delete and list GPT-J endpoints on SageMaker.
 
-``deploy`` runs plan -> package -> upload -> model -> endpoint config ->
-endpoint. An endpoint that already exists is updated in place (SageMaker moves
-traffic only once the new config is InService) and the superseded model and
-config are removed afterwards. A deploy whose artifact fingerprint and settings
+``deploy`` runs plan -> package and upload -> model -> endpoint config ->
+endpoint. Packaging and upload overlap (``pipeline``): S3 receives each file,
+and each shard part by part, while the converter still writes the rest. An
+endpoint that already exists is updated in place (SageMaker moves traffic only
+once the new config is InService) and the superseded model and config are
+removed afterwards. A deploy whose artifact fingerprint and settings
 equal what the endpoint runs changes nothing. When the endpoint fails, what
 this deploy created is rolled back so that nothing keeps billing.
 """
@@ -188,12 +190,6 @@ def _rollback(sagemaker: Any, created: list[tuple[str, str]]) -> list[str]:
     return [f"{kind} {name}" for kind, name in reversed(created) if _delete(sagemaker, kind, name)]
 
 
-def _package(spec: DeploymentSpec, output: Path | None, progress: Progress | None) -> Artifact:
-    from .packager import package
-
-    return package(spec, output or default_artifact_dir(spec), progress=progress)
-
-
 def deploy(
     spec: DeploymentSpec,
     *,
@@ -214,7 +210,8 @@ def deploy(
 
     Args:
         spec: the deployment; ``role_arn`` is required.
-        artifact: an already packaged artifact; default: package into ``output``.
+        artifact: an already packaged artifact, uploaded under its fingerprint; default:
+            package into ``output`` while uploading under the build key (see ``pipeline``).
         wait: wait until the endpoint is InService (tailing its logs).
         keep_on_failure: keep the model, config and endpoint when the endpoint fails.
         progress: ``(done_bytes, total_bytes, label)`` for packaging and upload.
@@ -241,15 +238,20 @@ def deploy(
     plan = check_plan(spec)
     session = session or make_session(plan.region)
     clock = clock or SystemClock()
-    if artifact is None:
-        artifact = _package(spec, output, progress)
     endpoint_name = default_endpoint_name(spec)
     sagemaker, s3 = session.client("sagemaker"), session.client("s3")
 
     bucket = spec.bucket or session.default_bucket()
     ensure_bucket(s3, bucket, session.region, create=spec.bucket is None, kms_key_id=spec.kms_key_id)
-    key_prefix = f"{spec.prefix}/{model_slug(spec.model)}/{artifact.fingerprint}"
-    upload = upload_artifact(s3, artifact, bucket, key_prefix, kms_key_id=spec.kms_key_id, progress=progress)
+    prefix_root = f"{spec.prefix}/{model_slug(spec.model)}"
+    if artifact is None:
+        from .pipeline import package_and_upload
+
+        artifact, upload = package_and_upload(spec, output or default_artifact_dir(spec), s3, bucket, prefix_root,
+                                              kms_key_id=spec.kms_key_id, progress=progress)
+    else:
+        upload = upload_artifact(s3, artifact, bucket, f"{prefix_root}/{artifact.fingerprint}",
+                                 kms_key_id=spec.kms_key_id, progress=progress)
 
     name = resource_name(endpoint_name, artifact.fingerprint, clock.now())
     model = model_request(spec, name=name, image_uri=plan.image_uri or "", model_data_uri=upload.s3_uri,

@@ -17,12 +17,13 @@ serving code with an intact artifact is not rebuilt.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .catalog import ModelFacts, gptj_tensor_shapes
 from .convert import DEFAULT_MAX_SHARD_BYTES, TORCH_DTYPE_NAMES, convert_weights
@@ -43,7 +44,8 @@ from .sources import Checkpoint, ProgressCallback, default_cache_dir, resolve_ch
 from .spec import DeploymentSpec
 from .version import __version__
 
-__all__ = ["package", "cached_image_resolver", "serving_code_files", "tokenizer_files"]
+__all__ = ["package", "PackageObserver", "build_key", "cached_image_resolver", "serving_code_files",
+           "tokenizer_files"]
 
 SERVING_ENTRY = "model.py"
 SERVING_PACKAGE = "inf2_serving"
@@ -51,6 +53,27 @@ _EOS_TEXT = "<|endoftext|>"
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 _IMAGE_CACHE = "image-uris.json"
 _SDK_DISTRIBUTIONS = ("sagemaker-core", "sagemaker")
+
+
+class PackageObserver(Protocol):
+    """Learns the build key first, then each artifact file once it is complete."""
+
+    def begin(self, build_key: str) -> None:
+        """Called once, before any file is written (and also when the existing artifact is kept)."""
+
+    def file_written(self, file: ArtifactFile, path: Path) -> None:
+        """Called when ``file`` (a path relative to the artifact) is complete at ``path`` (in staging)."""
+
+
+def build_key(inputs: dict[str, Any], serving: dict[str, str]) -> str:
+    """sha256 hex of everything an artifact is built from: source, plan, conversion, part size,
+    tool version and serving code digests.
+
+    The output is a pure function of these, so the key names the artifact before
+    a byte of it exists (the fingerprint, a hash of the files, exists only after).
+    """
+    text = json.dumps({**inputs, "serving": serving}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _sdk_version() -> str | None:
@@ -211,7 +234,8 @@ def _small_files(checkpoint: Checkpoint, plan: Plan) -> dict[str, bytes]:
     return files
 
 
-def _write_small(folder: Path, files: dict[str, bytes], part_size: int) -> list[ArtifactFile]:
+def _write_small(folder: Path, files: dict[str, bytes], part_size: int,
+                 observer: PackageObserver | None) -> list[ArtifactFile]:
     written = []
     for relative, data in files.items():
         path = folder / relative
@@ -220,6 +244,8 @@ def _write_small(folder: Path, files: dict[str, bytes], part_size: int) -> list[
         digest = FileDigest(part_size)
         digest.update(data)
         written.append(digest.result(relative))
+        if observer is not None:
+            observer.file_written(written[-1], path)
     return written
 
 
@@ -288,6 +314,7 @@ def package(
     progress: ProgressCallback | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    observer: PackageObserver | None = None,
 ) -> Artifact:
     """Build the artifact folder for a deployment.
 
@@ -300,6 +327,9 @@ def package(
         cache_dir: where ``tiny-gptj`` is built and image lookups are remembered;
             default ``~/.cache/inf2-deploy``.
         max_shard_bytes: data bytes per safetensors shard.
+        observer: learns the build key, then sees each file as it is written
+            (``pipeline`` uploads them meanwhile); nothing is written when the
+            existing artifact is kept.
 
     Returns:
         The artifact, as recorded in its manifest.json.
@@ -328,16 +358,21 @@ def package(
     serving = serving_code_files()
     expected = json.loads(json.dumps({"source": checkpoint.source, "plan": plan_dict, "conversion": conversion,
                                       "part_size": UPLOAD_PART_SIZE, "tool_version": __version__}))
-    if existing is not None and not force and _unchanged(existing, expected, _digests(serving, UPLOAD_PART_SIZE)):
+    serving_digests = _digests(serving, UPLOAD_PART_SIZE)
+    if observer is not None:
+        observer.begin(build_key(expected, serving_digests))
+    if existing is not None and not force and _unchanged(existing, expected, serving_digests):
         return existing
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incomplete-", dir=target.parent))
     try:
-        files = convert_weights(checkpoint, staging, dtype=plan.spec.dtype,
-                                expected_shapes=gptj_tensor_shapes(checkpoint.config),
-                                max_shard_bytes=max_shard_bytes, part_size=UPLOAD_PART_SIZE, progress=progress)
-        files += _write_small(staging, _small_files(checkpoint, plan), UPLOAD_PART_SIZE)
+        # The small files first, so that an observer can upload them while the weights convert.
+        files = _write_small(staging, _small_files(checkpoint, plan), UPLOAD_PART_SIZE, observer)
+        files += convert_weights(checkpoint, staging, dtype=plan.spec.dtype,
+                                 expected_shapes=gptj_tensor_shapes(checkpoint.config),
+                                 max_shard_bytes=max_shard_bytes, part_size=UPLOAD_PART_SIZE, progress=progress,
+                                 on_file=observer.file_written if observer else None)
         write_manifest(staging, files=files, plan=plan_dict, source=checkpoint.source,
                        part_size=UPLOAD_PART_SIZE, conversion=conversion)
         staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared

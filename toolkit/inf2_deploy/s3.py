@@ -4,16 +4,25 @@ SageMaker reads the folder as an ``S3Prefix`` model source with
 ``CompressionType: None``, so the weights are never tarred (a tar.gz of 12 GB
 takes minutes to build and again to unpack on the instance).
 
-Every object carries its SHA-256 in ``x-amz-meta-sha256``. A rerun skips what
-is already there, so a deploy of an unchanged artifact uploads nothing: an
-object matches when its size and encryption are as asked and, under SSE-S3,
-its ETag equals the one the manifest predicts for our part size (the ETag is
-an MD5 of the stored bytes, so it proves the content), or, under SSE-KMS
-(where the ETag is not an MD5), its sha256 metadata equals the manifest's.
-``manifest.json`` goes last: a prefix that has a manifest is complete.
+Every object uploaded from a finished file carries its SHA-256 in
+``x-amz-meta-sha256`` (a shard streamed by ``pipeline`` while it is still being
+written has none: its sha256 is not known when the upload starts). A rerun
+skips what is already there, so a deploy of an unchanged artifact uploads
+nothing: an object matches when its size and encryption are as asked and,
+under SSE-S3, its ETag equals the one the manifest predicts for our part size
+(the ETag is an MD5 of the stored bytes, so it proves the content), or, under
+SSE-KMS (where the ETag is not an MD5), its sha256 metadata equals the
+manifest's. ``manifest.json`` goes last: a prefix that has a manifest is complete.
+
+Objects just written are checked from S3's own answer to the write when that
+answer proves them: under SSE-S3 the PutObject / CompleteMultipartUpload
+response carries the same ETag and encryption a HeadObject would report (see
+:class:`WriteLog`). Under SSE-KMS, and whenever the answer lacks them, a
+HeadObject checks the object as before.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections.abc import Callable, Iterable
@@ -33,6 +42,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "Progress",
     "UploadResult",
+    "WriteLog",
     "transfer_config",
     "sse_args",
     "ensure_bucket",
@@ -172,6 +182,66 @@ class UploadResult:
         return f"s3://{self.bucket}/{self.key_prefix}"
 
 
+class WriteLog:
+    """What S3 answered to each object write made through one client while the log is open.
+
+    S3 computes an object's ETag from the bytes it stored and returns it in the
+    PutObject and CompleteMultipartUpload responses, exactly as HeadObject
+    reports it later, so under SSE-S3 that answer proves the content without a
+    second request (a HeadObject costs a round trip per object, and some
+    S3-compatible servers compute the MD5 of the whole object to answer it).
+
+    Use as a context manager: it hooks the client's event system on entry and
+    unhooks on exit. Entries are keyed ``bucket/key``; a new write of a key
+    forgets the old answer first, so an entry is always the latest complete write.
+    """
+
+    _WRITES = ("PutObject", "CreateMultipartUpload", "CompleteMultipartUpload")
+    _ANSWERS = ("PutObject", "CompleteMultipartUpload")
+    _CONTEXT_KEY = "inf2_deploy_write_key"
+
+    def __init__(self, s3: Any) -> None:
+        self._events = s3.meta.events
+        self._answers: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._id = f"inf2-deploy-write-log-{id(self)}"
+
+    def __enter__(self) -> WriteLog:
+        for operation in self._WRITES:
+            self._events.register(f"before-parameter-build.s3.{operation}", self._started,
+                                  unique_id=f"{self._id}-{operation}-start")
+        for operation in self._ANSWERS:
+            self._events.register(f"after-call.s3.{operation}", self._answered,
+                                  unique_id=f"{self._id}-{operation}-answer")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for operation in self._WRITES:
+            self._events.unregister(f"before-parameter-build.s3.{operation}",
+                                    unique_id=f"{self._id}-{operation}-start")
+        for operation in self._ANSWERS:
+            self._events.unregister(f"after-call.s3.{operation}", unique_id=f"{self._id}-{operation}-answer")
+
+    def get(self, bucket: str, key: str) -> dict[str, str] | None:
+        """``{"ETag", "ServerSideEncryption"}`` of the last successful write of ``key``, else None."""
+        with self._lock:
+            return self._answers.get(f"{bucket}/{key}")
+
+    def _started(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        name = f"{params.get('Bucket')}/{params.get('Key')}"
+        context[self._CONTEXT_KEY] = name
+        with self._lock:
+            self._answers.pop(name, None)
+
+    def _answered(self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        name = context.get(self._CONTEXT_KEY)
+        if name is None or http_response.status_code != 200 or "Error" in parsed or not parsed.get("ETag"):
+            return
+        with self._lock:
+            self._answers[name] = {"ETag": parsed["ETag"].strip('"'),
+                                   "ServerSideEncryption": parsed.get("ServerSideEncryption", "")}
+
+
 class _Tracker:
     """Sums progress from many transfer threads and forwards it to one callback."""
 
@@ -236,8 +306,21 @@ def _matches(head: dict[str, Any] | None, item: _Item, sse: dict[str, str]) -> b
     return item.etag is not None and head.get("ETag", "").strip('"') == item.etag
 
 
-def _mismatched(s3: Any, bucket: str, key_prefix: str, items: Iterable[_Item], sse: dict[str, str]) -> list[_Item]:
-    return [item for item in items if not _matches(_head(s3, bucket, key_prefix + item.name), item, sse)]
+def _proven_by_write(answer: dict[str, str] | None, item: _Item, sse: dict[str, str]) -> bool:
+    """Does S3's answer to our write prove the object (SSE-S3 only: there the ETag is the bytes' MD5)?
+
+    The ETag is an MD5 over every stored byte (per part, for multipart), so it
+    fixes the size as well; under SSE-KMS it is not an MD5 and a HeadObject decides.
+    """
+    return (sse["ServerSideEncryption"] == "AES256" and answer is not None and item.etag is not None
+            and answer["ETag"] == item.etag and answer["ServerSideEncryption"] == "AES256")
+
+
+def _mismatched(s3: Any, bucket: str, key_prefix: str, items: Iterable[_Item], sse: dict[str, str],
+                log: WriteLog) -> list[_Item]:
+    return [item for item in items
+            if not _proven_by_write(log.get(bucket, key_prefix + item.name), item, sse)
+            and not _matches(_head(s3, bucket, key_prefix + item.name), item, sse)]
 
 
 def _send(manager: TransferManager, bucket: str, key_prefix: str, items: list[_Item],
@@ -264,6 +347,7 @@ def upload_artifact(
     kms_key_id: str | None = None,
     progress: Progress | None = None,
     config: TransferConfig | None = None,
+    log: WriteLog | None = None,
 ) -> UploadResult:
     """Upload ``artifact``'s files under ``s3://bucket/key_prefix/``, manifest last.
 
@@ -280,6 +364,8 @@ def upload_artifact(
         kms_key_id: encrypt with this KMS key instead of SSE-S3.
         progress: ``(done_bytes, total_bytes, label)`` callback.
         config: s3transfer settings; default ``transfer_config(artifact.part_size)``.
+        log: an open :class:`WriteLog` of ``s3`` that already holds earlier writes
+            of this upload (``pipeline`` passes its own); default: a fresh one.
 
     Raises:
         AwsError: an S3 call failed, or an object still mismatches after a resend.
@@ -287,28 +373,37 @@ def upload_artifact(
     key_prefix = key_prefix.strip("/") + "/"
     files, manifest = _items(artifact)
     extra = sse_args(kms_key_id)
-    todo = _mismatched(s3, bucket, key_prefix, files, extra)
-    manifest_ok = _matches(_head(s3, bucket, key_prefix + manifest.name), manifest, extra)
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = stack.enter_context(WriteLog(s3))
+        return _upload(s3, bucket, key_prefix, files, manifest, extra, log,
+                       config or transfer_config(artifact.part_size), progress)
+
+
+def _upload(s3: Any, bucket: str, key_prefix: str, files: list[_Item], manifest: _Item, extra: dict[str, str],
+            log: WriteLog, config: TransferConfig, progress: Progress | None) -> UploadResult:
+    todo = _mismatched(s3, bucket, key_prefix, files, extra, log)
+    manifest_ok = not _mismatched(s3, bucket, key_prefix, [manifest], extra, log)
     # A changed data file invalidates the manifest's promise that the prefix is complete.
     send_manifest = bool(todo) or not manifest_ok
     pending = [*todo, manifest] if send_manifest else []
     tracker = _Tracker(sum(item.size for item in [*files, manifest]), progress)
     tracker.add(sum(item.size for item in [*files, manifest] if item not in pending), "already in S3")
 
-    manager = TransferManager(s3, config or transfer_config(artifact.part_size))
+    manager = TransferManager(s3, config)
     try:
         _send(manager, bucket, key_prefix, todo, extra, tracker)
-        resend = _mismatched(s3, bucket, key_prefix, todo, extra)
+        resend = _mismatched(s3, bucket, key_prefix, todo, extra, log)
         if resend:
             tracker.add(-sum(item.size for item in resend), "verifying")
             _send(manager, bucket, key_prefix, resend, extra, tracker)
-            still = _mismatched(s3, bucket, key_prefix, resend, extra)
+            still = _mismatched(s3, bucket, key_prefix, resend, extra, log)
             if still:
                 raise AwsError(f"s3://{bucket}/{key_prefix}{still[0].name} does not match the manifest "
                                "after a second upload", hint="check for concurrent writers to this prefix")
         if send_manifest:
             _send(manager, bucket, key_prefix, [manifest], extra, tracker)
-            if _mismatched(s3, bucket, key_prefix, [manifest], extra):
+            if _mismatched(s3, bucket, key_prefix, [manifest], extra, log):
                 raise AwsError(f"s3://{bucket}/{key_prefix}{MANIFEST_NAME} does not match after upload")
     finally:
         manager.shutdown()

@@ -1,0 +1,188 @@
+"""Package and upload at once: S3 receives the artifact while the converter is still writing it.
+
+``deploy`` used to package the whole artifact and only then upload it, so it
+took the sum of the two. Here the packager's observer uploads each file as soon
+as it is complete: the small files (config, tokenizer, serving code) before the
+weights are converted, then every safetensors shard while the next one is
+converted. For this to overlap, deploys cut the weights into shards of
+``DEPLOY_MAX_SHARD_BYTES`` (transformers and transformers-neuronx load sharded
+safetensors through the index).
+
+Whole files, not parts of the shard being written, because every object must
+carry its ``sha256`` metadata when its upload starts: under SSE-KMS that
+metadata is what proves an object (the ETag is not an MD5), and the S3 layout
+promises it for every object. Only the last shard is left to send once
+conversion ends.
+
+The local artifact folder stays the cache exactly as ``package`` builds it.
+Once packaging has finished, :func:`~inf2_deploy.s3.upload_artifact` makes the
+usual pass over the complete manifest: it checks every object (from S3's
+answers to the writes under SSE-S3, else by HeadObject), re-sends what is
+missing or wrong (also anything whose early upload failed) and writes
+``manifest.json`` last. When conversion fails, the uploads in flight are
+waited for and nothing more is sent: no manifest.json reaches S3 and no object
+is half-written (s3transfer aborts a failed multipart upload); complete objects
+stay and are reused, after verification, by the next run.
+
+The S3 prefix must be known before the first byte is sent, when the artifact's
+fingerprint (a hash of its files) does not exist yet, so it is keyed by the
+packager's :func:`~inf2_deploy.packager.build_key` instead: a hash of
+everything the artifact is built from.
+
+Memory: a finished file is read from its open handle a part at a time; s3transfer
+keeps at most ``max_in_memory_upload_chunks`` parts in memory (10 x 16 MiB).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.futures import TransferFuture
+from s3transfer.manager import TransferConfig, TransferManager
+
+from .aws import aws_errors
+from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, ArtifactFile
+from .s3 import (
+    SHA256_METADATA,
+    Progress,
+    UploadResult,
+    WriteLog,
+    _Subscriber,
+    _Tracker,
+    sse_args,
+    transfer_config,
+    upload_artifact,
+)
+
+__all__ = ["DEPLOY_MAX_SHARD_BYTES", "package_and_upload"]
+
+#: Shard size for deploys: small enough that the last shard, the part still to
+#: send once conversion ends, is a small share of the upload; 256 MiB gives GPT-J-6B
+#: about 50 shards (its largest tensor, the 413 MB lm_head, gets a shard of its own).
+DEPLOY_MAX_SHARD_BYTES = 256 * 1024**2
+
+
+class _EarlyUploader:
+    """The packager's observer: uploads each file as soon as it is complete."""
+
+    def __init__(self, s3: Any, bucket: str, prefix_root: str, *, kms_key_id: str | None,
+                 config: TransferConfig, progress: Progress | None) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._prefix_root = prefix_root.strip("/")
+        self._extra = sse_args(kms_key_id)
+        self._part_size = config.multipart_chunksize
+        self._manager = TransferManager(s3, config)
+        self._tracker = _Tracker(0, progress)  # the total is known only once packaging ends
+        self._sending: dict[str, tuple[int, TransferFuture]] = {}
+        self._handles: list[BinaryIO] = []
+        self._present: set[str] | None = None
+        self.key_prefix = ""
+
+    def begin(self, build_key: str) -> None:
+        self.key_prefix = f"{self._prefix_root}/{build_key}/"
+
+    def file_written(self, file: ArtifactFile, path: Path) -> None:
+        if self._already_there(file.path):
+            return
+        # An open handle keeps reading after the staging folder is renamed into place.
+        source: BinaryIO = (io.BytesIO(path.read_bytes()) if file.size < self._part_size
+                            else open(path, "rb"))  # noqa: SIM115 - closed by shutdown()
+        self._handles.append(source)
+        future = self._manager.upload(source, self._bucket, self.key_prefix + file.path,
+                                      extra_args={**self._extra, "Metadata": {SHA256_METADATA: file.sha256}},
+                                      subscribers=[_Subscriber(self._tracker, file.path)])
+        self._sending[file.path] = (file.size, future)
+
+    def _already_there(self, name: str) -> bool:
+        """Whether an object of that name exists; it is left alone here and verified by the final pass
+        (a rerun after a kill thus sends only what is missing)."""
+        if self._present is None:
+            self._present = set()
+            with aws_errors(f"s3:ListObjectsV2 s3://{self._bucket}/{self.key_prefix}"):
+                for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket,
+                                                                                Prefix=self.key_prefix):
+                    self._present.update(obj["Key"][len(self.key_prefix):] for obj in page.get("Contents", []))
+        return name in self._present
+
+    def finish(self) -> tuple[list[str], int]:
+        """Wait for every early upload; return the names sent and their bytes.
+
+        A failed upload is not an error here: the final pass finds the object
+        missing or wrong and sends it again from the finished file.
+        """
+        sent, sent_bytes = [], 0
+        for name, (size, future) in self._sending.items():
+            try:
+                future.result()
+            except (ClientError, BotoCoreError):
+                continue
+            sent.append(name)
+            sent_bytes += size
+        return sent, sent_bytes
+
+    def shutdown(self) -> None:
+        """Wait for the uploads in flight (a failed one is aborted by s3transfer) and close the files."""
+        self._manager.shutdown()
+        for handle in self._handles:
+            handle.close()
+
+
+def package_and_upload(
+    spec: Any,
+    output: str | os.PathLike[str],
+    s3: Any,
+    bucket: str,
+    prefix_root: str,
+    *,
+    kms_key_id: str | None = None,
+    progress: Progress | None = None,
+    config: TransferConfig | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    max_shard_bytes: int = DEPLOY_MAX_SHARD_BYTES,
+) -> tuple[Artifact, UploadResult]:
+    """Package ``spec`` into ``output`` and upload it to ``s3://bucket/prefix_root/<build key>/`` meanwhile.
+
+    Args:
+        spec: the deployment (a :class:`~inf2_deploy.spec.DeploymentSpec`).
+        output: the artifact folder (the local cache; rebuilt only when its inputs changed).
+        s3: a boto3 S3 client.
+        bucket: an existing bucket (see ``ensure_bucket``).
+        prefix_root: the key prefix the build key is appended to, e.g. ``inf2-deploy/gpt-j-6b``.
+        kms_key_id: encrypt with this KMS key instead of SSE-S3.
+        progress: ``(done_bytes, total_bytes, label)``: the packager's labels, then one per
+            uploaded file (total 0 while packaging, the artifact's size in the final pass).
+        config: s3transfer settings; default ``transfer_config()``.
+        cache_dir: passed to :func:`~inf2_deploy.packager.package`.
+        max_shard_bytes: data bytes per safetensors shard.
+
+    Returns:
+        The artifact and what the upload did: ``uploaded`` and ``bytes_uploaded``
+        count early and final sends together.
+
+    Raises:
+        PlanError, ConfigError, ModelSourceError: as ``package`` raises them; nothing
+            is left half-written, locally or in S3, and no manifest.json is uploaded.
+        AwsError: an S3 call failed, or an object still mismatches after a resend.
+    """
+    from .packager import package
+
+    config = config or transfer_config(UPLOAD_PART_SIZE)
+    with WriteLog(s3) as log:
+        early = _EarlyUploader(s3, bucket, prefix_root, kms_key_id=kms_key_id, config=config, progress=progress)
+        try:
+            artifact = package(spec, output, progress=progress, cache_dir=cache_dir, observer=early,
+                               max_shard_bytes=max_shard_bytes)
+            sent, sent_bytes = early.finish()
+        finally:
+            early.shutdown()
+        final = upload_artifact(s3, artifact, bucket, early.key_prefix, kms_key_id=kms_key_id, progress=progress,
+                                config=config, log=log)
+    names = [*(f.path for f in artifact.files), MANIFEST_NAME]
+    uploaded = tuple(name for name in names if name in sent or name in final.uploaded)
+    return artifact, UploadResult(bucket=bucket, key_prefix=final.key_prefix, uploaded=uploaded,
+                                  skipped=tuple(name for name in names if name not in uploaded),
+                                  bytes_uploaded=sent_bytes + final.bytes_uploaded)
