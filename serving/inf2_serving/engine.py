@@ -13,6 +13,14 @@ GPT-J's Neuron ``forward`` ignores ``start_ids``: there is no per-row padding ma
 so a left-padded row of a batch with prompts of unequal token length can differ
 from the same prompt run alone. Batches of equal-length prompts are exact; prefer
 them (the CPU backend applies the attention mask and is exact either way).
+
+Cancellation: a :class:`TokenCallback` that returns ``False`` says nobody wants that
+row any more (its streaming client left). The row ends at once with the finish reason
+``"cancelled"`` and its done flag turns True; the other rows run on unchanged. When
+every row is done the backend stops at that step, so a batch whose clients all left
+frees the model at once. Under transformers' ``generate()`` (the CPU backend and the
+Neuron adapter) a done row still rides along in the batch's forward passes, its new
+tokens replaced by padding, until the whole batch is done.
 """
 from __future__ import annotations
 
@@ -25,15 +33,23 @@ from typing import Any, Protocol
 
 from .schema import Completion, GenerationParams, InvalidRequest
 
-__all__ = ["Backend", "Engine", "IncrementalDecoder", "PreparedPrompt", "StepObserver", "TokenCallback"]
+__all__ = ["CANCELLED", "Backend", "Engine", "IncrementalDecoder", "PreparedPrompt", "StepObserver", "TokenCallback"]
 
 logger = logging.getLogger(__name__)
 
+CANCELLED = "cancelled"
+"""Finish reason of a row whose consumer left; nobody is sent its completion."""
+
+
 class TokenCallback(Protocol):
     """Told of every generated token: its row's index in the submitted list, the id,
-    the text delta, and the row's completion when this token finished it."""
+    the text delta, and the row's completion when this token finished it.
 
-    def __call__(self, index: int, token_id: int, text: str, final: Completion | None) -> None: ...
+    Returning ``False`` cancels the row: it gets no more tokens. ``None`` or ``True``
+    keeps it going.
+    """
+
+    def __call__(self, index: int, token_id: int, text: str, final: Completion | None) -> bool | None: ...
 
 
 class Backend(Protocol):
@@ -110,7 +126,8 @@ class StepObserver:
     """Receives each generation step's tokens and decides which rows are done.
 
     Rows are the submitted prompts followed by padding rows (``None``), which are
-    done from the start. Setting :attr:`cancelled` ends all rows at the next step.
+    done from the start. A row whose token callback returns ``False`` ends with
+    :data:`CANCELLED`; setting :attr:`cancelled` ends all rows at the next step.
     """
 
     def __init__(self, rows: Sequence[_Row | None], eos_token_id: int, on_token: TokenCallback | None):
@@ -144,7 +161,9 @@ class StepObserver:
                 text += row.decoder.flush()
             if self._on_token is not None:
                 final = _completion(row) if row.finish_reason is not None else None
-                self._on_token(row.index, int(token), text, final)
+                wanted = self._on_token(row.index, int(token), text, final)
+                if wanted is False and row.finish_reason is None:
+                    row.finish_reason = CANCELLED
         return self.done
 
     def finish(self) -> None:

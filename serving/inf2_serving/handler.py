@@ -33,8 +33,10 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
     ResponseBody = dict[str, Any] | list[dict[str, Any]]
 
-LineCallback = Callable[[int, dict[str, Any]], None]
-"""Told of each stream line: the position of its request in the batch, and the line."""
+# The return type is quoted: this alias is evaluated at import, on Python 3.9 too.
+LineCallback = Callable[[int, dict[str, Any]], "bool | None"]
+"""Told of each stream line: the position of its request in the batch, and the line.
+Returns ``False`` once the request's client is gone, which stops generating for it."""
 
 _END = object()
 
@@ -188,6 +190,8 @@ class ModelHandler:
         and does not affect the others. A streaming request's slot holds its stream
         lines (see :meth:`stream`); each is also passed to ``on_line(position, line)``
         as soon as the model produces it, ``position`` being the request's index.
+        When ``on_line`` returns ``False`` the stream's row is cancelled: no more
+        lines, its slot keeps the lines so far, and the other requests are unaffected.
 
         Raises:
             HandlerNotReady: the model is not READY.
@@ -209,13 +213,13 @@ class ModelHandler:
             if request.stream and not isinstance(prepared[position], Exception)
         }
 
-        def on_token(index: int, token_id: int, text: str, final: Completion | None) -> None:
+        def on_token(index: int, token_id: int, text: str, final: Completion | None) -> bool:
             position = owners[index]
-            if position in lines:
-                line = stream_line(token_id, text, final, requests[position].params)
-                lines[position].append(line)
-                if on_line is not None:
-                    on_line(position, line)
+            if position not in lines:
+                return True
+            line = stream_line(token_id, text, final, requests[position].params)
+            lines[position].append(line)
+            return on_line is None or on_line(position, line) is not False
 
         completions = iter(self.engine.run(flat, on_token=on_token if lines else None)) if flat else iter(())
         answers: list[ResponseBody | Exception] = []

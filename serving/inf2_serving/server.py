@@ -10,7 +10,9 @@ serving's front end:
 - Dynamic batching like DJL's: concurrent requests, streaming and not, are gathered
   up to the model's ``batch_size`` prompts, waiting at most ``max_batch_delay`` ms
   after the first. One worker thread runs one batch at a time; a streaming request
-  gets each token line as its batch produces it.
+  gets each token line as its batch produces it. When a stream's client hangs up, its
+  row stops generating at the next step; a request whose client left before its batch
+  started is not generated at all.
 - Bodies over ``body_limit_bytes`` (1 MiB by default) get 413.
 - The SageMaker runtime API (``POST /endpoints/{name}/invocations`` and
   ``.../invocations-response-stream``, see :mod:`inf2_serving.runtime_api`), so boto3's
@@ -27,7 +29,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,10 @@ JSONLINES = "application/jsonlines"
 
 class _BodyTooLarge(Exception):
     """The request body is over the limit (HTTP 413)."""
+
+
+class _ClientGone(Exception):
+    """The client hung up before its batch started; nobody reads the answer."""
 
 
 def load_artifact_properties(artifact_dir: str | os.PathLike, backend: str | None = None) -> dict[str, str]:
@@ -80,23 +86,35 @@ class _Job:
     The worker thread posts to ``events`` (via ``call_soon_threadsafe``, as asyncio
     objects are not thread-safe): a non-streaming request gets its body, a streaming
     one its lines then ``_END``; either gets an exception instead when it fails.
+    ``abandoned`` is set on the event loop and read by the worker thread (a plain
+    attribute: a stale read costs at most one more generation step).
     """
 
-    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, request: GenerationRequest, loop: asyncio.AbstractEventLoop,
+        client_gone: Callable[[], Awaitable[bool]] | None,
+    ) -> None:
         self.request = request
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self.abandoned = False
+        self.client_gone = client_gone
         self._loop = loop
 
-    def post(self, item: Any) -> None:
-        """Hand ``item`` to the waiting request; called from the worker thread."""
+    def post(self, item: Any) -> bool:
+        """Hand ``item`` to the waiting request; called from the worker thread.
+
+        Returns False when nobody will read it, which cancels the request's row.
+        """
         # Nobody reads an abandoned job's queue (its client left), and a closed loop
         # (server shut down mid-batch) cannot take callbacks.
-        if not self.abandoned and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.events.put_nowait, item)
+        if self.abandoned or self._loop.is_closed():
+            return False
+        self._loop.call_soon_threadsafe(self.events.put_nowait, item)
+        return True
 
 
 _END = object()
+_GONE = object()
 
 
 class DynamicBatcher:
@@ -118,40 +136,54 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inf2-batch")
 
-    def _enqueue(self, request: GenerationRequest) -> _Job:
-        job = _Job(request, asyncio.get_running_loop())
+    def _enqueue(self, request: GenerationRequest, client_gone: Callable[[], Awaitable[bool]] | None) -> _Job:
+        job = _Job(request, asyncio.get_running_loop(), client_gone)
         self._pending.append(job)
         self._arrived.set()
         return job
 
-    async def submit(self, request: GenerationRequest) -> ResponseBody:
+    async def submit(
+        self, request: GenerationRequest, client_gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> ResponseBody:
         """Queue a non-streaming request and wait for its response body.
+
+        Args:
+            request: the parsed request.
+            client_gone: asked just before a batch starts; True drops the request ungenerated.
 
         Raises:
             InvalidRequest: the request failed validation.
+            _ClientGone: ``client_gone`` said True.
             Exception: whatever made its batch fail.
         """
-        result = await self._enqueue(request).events.get()
+        result = await self._enqueue(request, client_gone).events.get()
+        if result is _GONE:
+            raise _ClientGone()
         if isinstance(result, Exception):
             raise result
         return result
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(
+        self, request: GenerationRequest, client_gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Queue a streaming request and yield its lines as the model produces them.
 
-        Closing the iterator early (the client left) lets the batch run on; the
-        remaining lines are discarded.
+        Closing the iterator early (the client left) cancels the request's row: the
+        batch stops generating for it at the next step, its other rows run on.
 
         Raises:
             InvalidRequest: the request failed validation (before any line).
+            _ClientGone: ``client_gone`` (see :meth:`submit`) said True.
             Exception: whatever made its batch fail.
         """
-        job = self._enqueue(request)
+        job = self._enqueue(request, client_gone)
         try:
             while True:
                 item = await job.events.get()
                 if item is _END:
                     return
+                if item is _GONE:
+                    raise _ClientGone()
                 if isinstance(item, Exception):
                     raise item
                 yield item
@@ -173,6 +205,14 @@ class DynamicBatcher:
 
     def _prompts(self) -> int:
         return sum(len(job.request.prompts) for job in self._pending)
+
+    async def _drop_departed(self) -> None:
+        # A request whose client hung up while it waited needs no generation; its
+        # waiting coroutine is woken so that it ends too.
+        for job in self._pending:
+            if not job.abandoned and job.client_gone is not None and await job.client_gone():
+                job.events.put_nowait(_GONE)
+                job.abandoned = True
 
     def _run_batch(self, jobs: list[_Job]) -> None:
         """The worker thread's part: one batch through the model, answers posted to each job."""
@@ -199,6 +239,7 @@ class DynamicBatcher:
                 self._arrived.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
+            await self._drop_departed()
             jobs = self._take(limit)
             if jobs:
                 await loop.run_in_executor(self._executor, self._run_batch, jobs)
@@ -316,12 +357,14 @@ def create_app(
             body = await _read_body(request, body_limit_bytes)
             generation = parse_body(streaming_body(body) if force_stream else body)
             if generation.stream:
-                lines = state["batcher"].stream(generation)
+                lines = state["batcher"].stream(generation, request.is_disconnected)
                 # The status waits for the first line, so a request that fails validation
                 # in its batch still gets a 400 rather than a 200 with an error line.
                 first = await lines.__anext__()
                 return StreamingResponse(_jsonlines(first, lines), media_type=JSONLINES)
-            result = await state["batcher"].submit(generation)
+            result = await state["batcher"].submit(generation, request.is_disconnected)
+        except _ClientGone:
+            return Response(status_code=499)  # nobody reads it; the code shows in the access log
         except _BodyTooLarge:
             return error(f"the request body is over {body_limit_bytes} bytes; send a shorter request", 413)
         except (InvalidRequest, HandlerNotReady) as exc:

@@ -1,11 +1,13 @@
 """Shared fixtures for the serving tests: one tiny GPT-J and one CPU handler per session."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -89,14 +91,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live_server(artifact, cpu_handler):
-    """The local server on a real socket over the session's handler; batches wait up to 500 ms to fill."""
+@contextlib.contextmanager
+def running_server(artifact: Path, handler, max_batch_delay_ms: float = 500) -> Iterator[str]:
+    """The local server for ``artifact`` over ``handler`` on a real socket, in a thread; yields its URL."""
     import uvicorn
     from inf2_serving.server import create_app
 
     port = _free_port()
-    app = create_app(artifact, backend=None, handler=cpu_handler, max_batch_delay_ms=500)
+    app = create_app(artifact, backend=None, handler=handler, max_batch_delay_ms=max_batch_delay_ms)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -105,6 +107,75 @@ def live_server(artifact, cpu_handler):
             break
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_server(artifact, cpu_handler):
+    """The local server on a real socket over the session's handler; batches wait up to 500 ms to fill."""
+    with running_server(artifact, cpu_handler) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path):
+    """A server with its own handler for 200-token streams (n_positions 256); yields (URL, handler)."""
+    from inf2_serving.handler import ModelHandler
+    from inf2_serving.server import load_artifact_properties
+
+    artifact = write_artifact(
+        tmp_path_factory.mktemp("artifacts") / "tiny-gptj-long", tiny_gptj,
+        backend="cpu", batch_size="4", n_positions="256", dtype="fp32", max_batch_delay="300",
+    )
+    handler = ModelHandler()
+    handler.initialize(load_artifact_properties(artifact))
+    with running_server(artifact, handler, max_batch_delay_ms=300) as url:
+        yield url, handler
+
+
+@dataclass
+class StepLog:
+    """Each ``backend.generate`` call's steps: when each ended and the per-row done flags after it."""
+
+    runs: list[list[tuple[float, list[bool]]]] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[int]:
+        """Model steps per generate call."""
+        return [len(run) for run in self.runs]
+
+
+@pytest.fixture
+def record_steps(monkeypatch: pytest.MonkeyPatch) -> Callable[..., StepLog]:
+    """``record_steps(backend, delay=0.0)`` counts the steps of each generation of ``backend``.
+
+    Each step is seen where the engine's observer sees it (the backend's stopping rule), so a
+    generation that stops early shows fewer steps. ``delay`` seconds are slept per step to
+    make a tiny model as slow as a real one, so that a client can act mid-generation.
+    """
+    def install(backend, delay: float = 0.0) -> StepLog:
+        log = StepLog()
+        original = backend.generate
+
+        def generate(input_ids, attention_mask, params, max_new_tokens, observer):
+            steps: list[tuple[float, list[bool]]] = []
+            log.runs.append(steps)
+            real_on_step = observer.on_step
+
+            def on_step(tokens):
+                time.sleep(delay)
+                done = real_on_step(tokens)
+                steps.append((time.monotonic(), list(done)))
+                return done
+
+            observer.on_step = on_step  # the backend calls the instance attribute
+            return original(input_ids, attention_mask, params, max_new_tokens, observer)
+
+        monkeypatch.setattr(backend, "generate", generate)
+        return log
+
+    return install

@@ -127,3 +127,43 @@ def test_neuron_backend_refuses_other_architectures(neuron_env, tiny_gptj, tmp_p
     with pytest.raises(ConfigError, match="GPT-J only"):
         handler.initialize({"model_dir": str(folder), "backend": "neuron"})
     assert neuron_env.instances == []
+
+
+
+def _stream_requests():
+    return [parse_request({"inputs": prompt, "stream": True, "parameters": {"max_new_tokens": new_tokens}})
+            for prompt, new_tokens in (("Hello world", 100), ("Good day", 10))]  # two tokens each
+
+
+def _first_client_leaves_after_two_lines():
+    seen: dict[int, int] = {}
+
+    def on_line(position: int, line: dict) -> bool:
+        seen[position] = seen.get(position, 0) + 1
+        return not (position == 0 and seen[position] == 2)
+
+    return on_line
+
+
+def test_a_cancelled_stream_stops_the_adapter_generation(
+        neuron_env, tiny_gptj, tmp_path, record_steps, reference) -> None:
+    handler = ModelHandler()
+    handler.initialize(_props(tiny_gptj, tmp_path))
+    log = record_steps(handler.engine.backend)
+    gone, kept = handler.generate_many(_stream_requests(), on_line=_first_client_leaves_after_two_lines())
+    assert len(gone) == 2 and len(kept) == 10 and kept[-1]["generated_text"] == reference("Good day", 10)
+    assert log.steps == [10]  # the 100-token row stopped after 2; the batch ended with its mate
+    (gone,) = handler.generate_many(_stream_requests()[:1], on_line=_first_client_leaves_after_two_lines())
+    assert len(gone) == 2 and log.steps == [10, 2]  # alone with a padding row (done from the start): stops
+
+
+def test_the_sample_fallback_stops_delivering_a_cancelled_stream(
+        neuron_env, tiny_gptj, tmp_path, monkeypatch, record_steps) -> None:
+    monkeypatch.setitem(sys.modules, "transformers_neuronx.generation_utils", None)
+    handler = ModelHandler()
+    handler.initialize(_props(tiny_gptj, tmp_path))
+    log = record_steps(handler.engine.backend)
+    (gone,) = handler.generate_many(_stream_requests()[:1], on_line=_first_client_leaves_after_two_lines())
+    # sample() has already generated every token on the device; only their replay to the client stops.
+    assert len(gone) == 2 and log.steps == [2]
+    assert neuron_env.instances[0].sample_calls == 2  # warm-up and the request
