@@ -20,7 +20,9 @@ row any more (its streaming client left). The row ends at once with the finish r
 every row is done the backend stops at that step, so a batch whose clients all left
 frees the model at once. Under transformers' ``generate()`` (the CPU backend and the
 Neuron adapter) a done row still rides along in the batch's forward passes, its new
-tokens replaced by padding, until the whole batch is done.
+tokens replaced by padding, until the whole batch is done. The Neuron ``sample()``
+fallback has generated every step before the first is reported, so there a cancel
+only stops the replay to the client; the device time is already spent.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from typing import Any, Protocol
 
 from .schema import Completion, GenerationParams, InvalidRequest
 
-__all__ = ["CANCELLED", "Backend", "Engine", "IncrementalDecoder", "PreparedPrompt", "StepObserver", "TokenCallback"]
+__all__ = ["CANCELLED", "Backend", "Engine", "IncrementalDecoder", "PreparedPrompt", "StepObserver",
+           "TokenCallback"]
 
 logger = logging.getLogger(__name__)
 
