@@ -64,6 +64,10 @@ class PackageObserver(Protocol):
     def file_written(self, file: ArtifactFile, path: Path) -> None:
         """Called when ``file`` (a path relative to the artifact) is complete at ``path`` (in staging)."""
 
+    def commit(self) -> None:
+        """Called once every file and manifest.json are written, before the folder moves into place:
+        the paths given to ``file_written`` stay valid until this returns."""
+
 
 def build_key(inputs: dict[str, Any], serving: dict[str, str]) -> str:
     """sha256 hex of everything an artifact is built from: source, plan, conversion, part size,
@@ -376,6 +380,8 @@ def package(
         write_manifest(staging, files=files, plan=plan_dict, source=checkpoint.source,
                        part_size=UPLOAD_PART_SIZE, conversion=conversion)
         staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
+        if observer is not None:
+            observer.commit()
         _move_into_place(staging, target)
     finally:
         if staging.exists():

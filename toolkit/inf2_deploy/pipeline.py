@@ -29,15 +29,15 @@ fingerprint (a hash of its files) does not exist yet, so it is keyed by the
 packager's :func:`~inf2_deploy.packager.build_key` instead: a hash of
 everything the artifact is built from.
 
-Memory: a finished file is read from its open handle a part at a time; s3transfer
-keeps at most ``max_in_memory_upload_chunks`` parts in memory (10 x 16 MiB).
+Memory: files upload from their paths, which s3transfer reads lazily in small
+buffers, so the uploads add a few MiB to the converter's own bounded memory.
+The packager waits (``commit``) for them before it renames the staging folder.
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.futures import TransferFuture
@@ -78,9 +78,10 @@ class _EarlyUploader:
         self._manager = TransferManager(s3, config)
         self._tracker = _Tracker(0, progress)  # the total is known only once packaging ends
         self._sending: dict[str, tuple[int, TransferFuture]] = {}
-        self._handles: list[BinaryIO] = []
         self._present: set[str] | None = None
         self.key_prefix = ""
+        self.sent: list[str] = []
+        self.sent_bytes = 0
 
     def begin(self, build_key: str) -> None:
         self.key_prefix = f"{self._prefix_root}/{build_key}/"
@@ -88,14 +89,14 @@ class _EarlyUploader:
     def file_written(self, file: ArtifactFile, path: Path) -> None:
         if self._already_there(file.path):
             return
-        # An open handle keeps reading after the staging folder is renamed into place.
-        source: BinaryIO = (io.BytesIO(path.read_bytes()) if file.size < self._part_size
-                            else open(path, "rb"))  # noqa: SIM115 - closed by shutdown()
-        self._handles.append(source)
-        future = self._manager.upload(source, self._bucket, self.key_prefix + file.path,
+        future = self._manager.upload(str(path), self._bucket, self.key_prefix + file.path,
                                       extra_args={**self._extra, "Metadata": {SHA256_METADATA: file.sha256}},
                                       subscribers=[_Subscriber(self._tracker, file.path)])
         self._sending[file.path] = (file.size, future)
+
+    def commit(self) -> None:
+        """Wait for every early upload while the staging paths still exist (see ``finish``)."""
+        self.sent, self.sent_bytes = self.finish()
 
     def _already_there(self, name: str) -> bool:
         """Whether an object of that name exists; it is left alone here and verified by the final pass
@@ -125,10 +126,9 @@ class _EarlyUploader:
         return sent, sent_bytes
 
     def shutdown(self) -> None:
-        """Wait for the uploads in flight (a failed one is aborted by s3transfer) and close the files."""
+        """Wait for the uploads in flight; s3transfer aborts a failed one (after a failed conversion
+        the staging folder is gone, so an upload still reading from it fails and is aborted)."""
         self._manager.shutdown()
-        for handle in self._handles:
-            handle.close()
 
 
 def package_and_upload(
@@ -176,13 +176,12 @@ def package_and_upload(
         try:
             artifact = package(spec, output, progress=progress, cache_dir=cache_dir, observer=early,
                                max_shard_bytes=max_shard_bytes)
-            sent, sent_bytes = early.finish()
         finally:
             early.shutdown()
         final = upload_artifact(s3, artifact, bucket, early.key_prefix, kms_key_id=kms_key_id, progress=progress,
                                 config=config, log=log)
     names = [*(f.path for f in artifact.files), MANIFEST_NAME]
-    uploaded = tuple(name for name in names if name in sent or name in final.uploaded)
+    uploaded = tuple(name for name in names if name in early.sent or name in final.uploaded)
     return artifact, UploadResult(bucket=bucket, key_prefix=final.key_prefix, uploaded=uploaded,
                                   skipped=tuple(name for name in names if name not in uploaded),
-                                  bytes_uploaded=sent_bytes + final.bytes_uploaded)
+                                  bytes_uploaded=early.sent_bytes + final.bytes_uploaded)

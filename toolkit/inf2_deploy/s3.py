@@ -4,9 +4,7 @@ SageMaker reads the folder as an ``S3Prefix`` model source with
 ``CompressionType: None``, so the weights are never tarred (a tar.gz of 12 GB
 takes minutes to build and again to unpack on the instance).
 
-Every object uploaded from a finished file carries its SHA-256 in
-``x-amz-meta-sha256`` (a shard streamed by ``pipeline`` while it is still being
-written has none: its sha256 is not known when the upload starts). A rerun
+Every object carries its SHA-256 in ``x-amz-meta-sha256``. A rerun
 skips what is already there, so a deploy of an unchanged artifact uploads
 nothing: an object matches when its size and encryption are as asked and,
 under SSE-S3, its ETag equals the one the manifest predicts for our part size
@@ -68,11 +66,12 @@ def transfer_config(part_size: int = UPLOAD_PART_SIZE) -> TransferConfig:
     the manifest predicted (an MD5 for small files, MD5-of-part-MD5s for large
     ones); that lets a rerun recognise objects uploaded without our metadata.
 
-    Memory: we upload from file paths, which s3transfer reads lazily part by
-    part, so memory stays at about ``MAX_CONCURRENCY`` in-flight requests of
-    256 KiB read buffers each (a few MiB). Were the source a non-seekable
-    stream, s3transfer would buffer up to ``max_in_memory_upload_chunks`` whole
-    parts: 10 x 16 MiB = 160 MiB.
+    Memory: ``upload_artifact`` uploads from file paths, which s3transfer reads
+    lazily part by part, so memory stays at about ``MAX_CONCURRENCY`` in-flight
+    requests of 256 KiB read buffers each (a few MiB). From an open file object
+    (``pipeline``, whose files are still in a staging folder that is renamed
+    while they upload) s3transfer reads whole parts into memory, at most
+    ``max_in_memory_upload_chunks`` of them: 10 x 16 MiB = 160 MiB.
     """
     return TransferConfig(
         multipart_threshold=part_size,
