@@ -74,7 +74,6 @@ class _EarlyUploader:
         self._bucket = bucket
         self._prefix_root = prefix_root.strip("/")
         self._extra = sse_args(kms_key_id)
-        self._part_size = config.multipart_chunksize
         self._manager = TransferManager(s3, config)
         self._tracker = _Tracker(0, progress)  # the total is known only once packaging ends
         self._sending: dict[str, tuple[int, TransferFuture]] = {}
