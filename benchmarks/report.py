@@ -18,7 +18,8 @@ def machine() -> str:
     except (OSError, ValueError, IndexError):
         memory = "unknown RAM"
     system = f"{platform.system()} {platform.machine()}"
-    return f"{os.cpu_count()} cores, {memory}, {system}, Python {platform.python_version()}"
+    load = f"load average {os.getloadavg()[0]:.1f}"  # the machine is shared: say how busy it was
+    return f"{os.cpu_count()} cores, {memory}, {system}, Python {platform.python_version()}, {load}"
 
 
 def append_section(title: str, body: str, command: str) -> None:
