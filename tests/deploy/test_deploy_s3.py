@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from inf2_deploy.errors import ConfigError
 from inf2_deploy.manifest import digest_file, write_manifest
-from inf2_deploy.s3 import ensure_bucket, transfer_config, upload_artifact
+from inf2_deploy.s3 import LIFECYCLE_RULE_ID, ensure_bucket, transfer_config, upload_artifact
 from sagemaker_fakes import REGION
 
 MIB = 1024 * 1024
@@ -60,7 +60,8 @@ def test_rerun_uploads_nothing_and_resume_sends_only_what_is_missing(s3, artifac
     calls = count_calls(s3)
     again = upload_artifact(s3, artifact, BUCKET, PREFIX)
     assert (again.uploaded, again.bytes_uploaded) == ((), 0)
-    assert set(calls.names()) == {"HeadObject"}
+    # Reads only: one listing of stale multipart uploads, then a HeadObject per object.
+    assert set(calls.names()) == {"ListMultipartUploads", "HeadObject"}
 
     s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/model.safetensors")
     resumed = upload_artifact(s3, artifact, BUCKET, PREFIX)
@@ -112,7 +113,17 @@ def test_ensure_bucket_creates_a_private_encrypted_bucket_outside_us_east_1(sess
     assert ensure_bucket(s3, "new-bucket", "eu-west-1", create=True)
     assert s3.get_bucket_location(Bucket="new-bucket")["LocationConstraint"] == "eu-west-1"
     assert all(s3.get_public_access_block(Bucket="new-bucket")["PublicAccessBlockConfiguration"].values())
+    assert s3.get_bucket_lifecycle_configuration(Bucket="new-bucket")["Rules"] == [{
+        "ID": LIFECYCLE_RULE_ID, "Filter": {"Prefix": ""}, "Status": "Enabled",
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]
     assert not ensure_bucket(s3, "new-bucket", "eu-west-1", create=True)
+
+
+def test_ensure_bucket_leaves_an_existing_bucket_as_it_is(s3):
+    assert not ensure_bucket(s3, BUCKET, REGION, create=True)
+    with pytest.raises(s3.exceptions.ClientError) as missing:
+        s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)
+    assert missing.value.response["Error"]["Code"] == "NoSuchLifecycleConfiguration"
 
 
 def test_ensure_bucket_refuses_to_create_a_named_bucket(session):

@@ -23,7 +23,8 @@ BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 
 #: actions in the deployer policy that the happy path never calls, and why they are there
 UNUSED_ON_PURPOSE = {
-    "s3:AbortMultipartUpload": "s3transfer aborts a multipart upload that fails part-way",
+    "s3:AbortMultipartUpload": "s3transfer aborts a multipart upload that fails part-way, and an upload "
+                               "aborts stale ones a killed uploader left; a clean deploy leaves neither",
 }
 
 
@@ -111,10 +112,11 @@ def test_named_bucket_gets_no_create_rights_unless_asked() -> None:
     def actions(policy: dict[str, Any]) -> set[str]:
         return {a for s in _statements(policy) for a in _listify(s["Action"])}
 
-    assert "s3:CreateBucket" not in actions(deployer_policy("my-artifacts"))
-    assert "s3:CreateBucket" in actions(deployer_policy("my-artifacts", create_bucket=True))
-    assert {"s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration"} <= actions(
-        deployer_policy(BUCKET))
+    bucket_setup = {"s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration",
+                    "s3:PutLifecycleConfiguration"}
+    assert not bucket_setup & actions(deployer_policy("my-artifacts"))
+    assert bucket_setup <= actions(deployer_policy("my-artifacts", create_bucket=True))
+    assert bucket_setup <= actions(deployer_policy(BUCKET))
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [
@@ -177,4 +179,5 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
     granted = {a for s in _statements(policy) for a in _listify(s["Action"])}
     assert granted - used == set(UNUSED_ON_PURPOSE)
     assert {"sagemaker:UpdateEndpoint", "sagemaker:InvokeEndpointWithResponseStream", "s3:CreateBucket",
-            "iam:PassRole", "s3:DeleteObject"} <= used
+            "s3:PutLifecycleConfiguration", "s3:ListBucketMultipartUploads", "iam:PassRole",
+            "s3:DeleteObject"} <= used

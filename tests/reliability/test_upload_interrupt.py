@@ -3,22 +3,27 @@
 The uploader runs in a child process that is SIGKILLed part-way (no cleanup
 code runs, as after a crash or a lost spot instance). A rerun must send only
 what is missing, verify every object against the manifest's sha256, and
-re-send an object whose content was changed behind its back.
+re-send an object whose content was changed behind its back. The multipart
+upload a kill leaves behind is kept while it is recent (a concurrent deploy may
+own it) and aborted by the first upload after it is an hour old.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import boto3
 import pytest
 from inf2_deploy.manifest import UPLOAD_PART_SIZE, Artifact, digest_file, write_manifest
-from inf2_deploy.s3 import transfer_config, upload_artifact
+from inf2_deploy.s3 import abort_stale_uploads, transfer_config, upload_artifact
 
 MIB = 1024 * 1024
 BUCKET = "artifacts"
@@ -49,6 +54,41 @@ print("finished", flush=True)
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def multipart_uploads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Make moto report when each multipart upload started, as S3 does; moto's uploads by UploadId.
+
+    moto 5.2.5 answers ListMultipartUploads with ``Initiated`` 2010-11-10T20:48:33Z
+    for every upload, so each would look stale, also one a concurrent uploader
+    is still sending. Tests backdate an upload by lowering its ``initiated``.
+    """
+    from moto.s3.models import FakeMultipart
+    from moto.s3.responses import S3Response
+
+    uploads: dict[str, Any] = {}
+    original_init, original_list = FakeMultipart.__init__, S3Response.list_multipart_uploads
+
+    def init(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001 - moto's signature
+        original_init(self, *args, **kwargs)
+        self.initiated = datetime.now(timezone.utc)
+        uploads[self.id] = self
+
+    def with_start_time(match: re.Match[str]) -> str:
+        upload = uploads.get(re.search(r"<UploadId>(.*?)</UploadId>", match[0])[1])
+        if upload is None:
+            return match[0]
+        return re.sub(r"<Initiated>.*?</Initiated>",
+                      f"<Initiated>{upload.initiated:%Y-%m-%dT%H:%M:%S.000Z}</Initiated>", match[0])
+
+    def list_multipart_uploads(self) -> tuple[int, dict, str]:  # noqa: ANN001 - moto's signature
+        status, headers, body = original_list(self)
+        return status, headers, re.sub(r"<Upload>.*?</Upload>", with_start_time, body, flags=re.DOTALL)
+
+    monkeypatch.setattr(FakeMultipart, "__init__", init)
+    monkeypatch.setattr(S3Response, "list_multipart_uploads", list_multipart_uploads)
+    return uploads
+
+
 @pytest.fixture(scope="module")
 def big_artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     folder = tmp_path_factory.mktemp("big-artifact")
@@ -65,6 +105,10 @@ def s3(moto_server: str):  # noqa: ANN201
     client = boto3.client("s3", region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
     return client
+
+
+def _upload_ids(s3) -> set[str]:  # noqa: ANN001
+    return {upload["UploadId"] for upload in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])}
 
 
 def _count_calls(client) -> list[tuple[str, dict]]:  # noqa: ANN001
@@ -113,7 +157,8 @@ def _kill_part_way(artifact: Artifact, kill_after_bytes: int) -> list[str]:
     return lines
 
 
-def test_sigkill_mid_upload_then_rerun_sends_only_what_is_missing(s3, big_artifact: Artifact) -> None:  # noqa: ANN001
+def test_sigkill_mid_upload_then_rerun_sends_only_what_is_missing(  # noqa: ANN001
+        s3, big_artifact: Artifact, multipart_uploads: dict[str, Any]) -> None:
     small = big_artifact.files[0].size
     # Part-way through the second big file: the first is whole, the rest is not.
     _kill_part_way(big_artifact, small + BIG_SIZE + UPLOAD_PART_SIZE // 2)
@@ -140,6 +185,39 @@ def test_sigkill_mid_upload_then_rerun_sends_only_what_is_missing(s3, big_artifa
     _assert_complete(s3, big_artifact)
     print(f"killed with {len(leftover)} multipart upload(s) in progress; rerun sent {len(missing)} of "
           f"{len(big_artifact.files)} files in {len(sent)} requests")
+
+    # The killed upload is minutes old, so the rerun kept it (a concurrent deploy may be sending it)...
+    killed = {upload["UploadId"] for upload in leftover}
+    assert killed and _upload_ids(s3) == killed
+    # ...and the first upload after it is an hour old aborts it.
+    for upload_id in killed:
+        multipart_uploads[upload_id].initiated -= timedelta(hours=1)
+    assert upload_artifact(s3, big_artifact, BUCKET, PREFIX).uploaded == ()
+    assert _upload_ids(s3) == set()
+
+
+def test_upload_aborts_stale_multipart_uploads_under_its_own_prefix_only(  # noqa: ANN001
+        s3, big_artifact: Artifact, multipart_uploads: dict[str, Any]) -> None:
+    def start(key: str, age: timedelta) -> str:
+        upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=os.urandom(MIB))
+        multipart_uploads[upload_id].initiated -= age
+        return upload_id
+
+    shard = f"{PREFIX}/{BIG[0]}"
+    stale = start(shard, timedelta(hours=1, minutes=1))
+    fresh = start(shard, timedelta(minutes=59))
+    elsewhere = start(f"inf2-deploy/tiny/other/{BIG[0]}", timedelta(days=2))
+    sibling = start(f"{PREFIX}-2/{BIG[0]}", timedelta(days=2))  # PREFIX is a string prefix of it, not its folder
+
+    calls = _count_calls(s3)
+    upload_artifact(s3, big_artifact, BUCKET, PREFIX)
+    assert [params["UploadId"] for name, params in calls if name == "AbortMultipartUpload"] == [stale]
+    assert _upload_ids(s3) == {fresh, elsewhere, sibling}
+    _assert_complete(s3, big_artifact)
+    # An hour later the fresh one is stale too; the other prefixes are still not ours to touch.
+    assert abort_stale_uploads(s3, BUCKET, PREFIX, now=datetime.now(timezone.utc) + timedelta(hours=1)) == 1
+    assert _upload_ids(s3) == {elsewhere, sibling}
 
 
 def test_same_size_corruption_in_s3_is_resent_not_trusted(s3, big_artifact: Artifact) -> None:  # noqa: ANN001

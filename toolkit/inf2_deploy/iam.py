@@ -43,6 +43,7 @@ LMI_REPOSITORY = "djl-inference"
 OPERATION_ACTIONS: dict[tuple[str, str], str] = {
     ("s3", "HeadBucket"): "s3:ListBucket",
     ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "ListMultipartUploads"): "s3:ListBucketMultipartUploads",
     ("s3", "HeadObject"): "s3:GetObject",
     ("s3", "CreateMultipartUpload"): "s3:PutObject",
     ("s3", "UploadPart"): "s3:PutObject",
@@ -50,6 +51,7 @@ OPERATION_ACTIONS: dict[tuple[str, str], str] = {
     ("s3", "DeleteObjects"): "s3:DeleteObject",
     ("s3", "PutPublicAccessBlock"): "s3:PutBucketPublicAccessBlock",
     ("s3", "PutBucketEncryption"): "s3:PutEncryptionConfiguration",
+    ("s3", "PutBucketLifecycleConfiguration"): "s3:PutLifecycleConfiguration",
     ("sagemaker-runtime", "InvokeEndpoint"): "sagemaker:InvokeEndpoint",
     ("sagemaker-runtime", "InvokeEndpointWithResponseStream"): "sagemaker:InvokeEndpointWithResponseStream",
 }
@@ -123,7 +125,8 @@ def deployer_policy(
         prefix: the S3 key prefix (``--prefix``).
         role_name: the endpoint's execution role, the only role that may be passed.
         endpoint_name: restrict SageMaker resources to this endpoint's names.
-        create_bucket: allow creating the bucket as private and encrypted; default:
+        create_bucket: allow creating the bucket as private and encrypted, with a lifecycle
+            rule that aborts incomplete multipart uploads; default:
             when ``bucket`` is the default ``sagemaker-REGION-ACCOUNT`` bucket.
 
     Returns:
@@ -153,7 +156,10 @@ def deployer_policy(
         # ListEndpoints has no resource-level permissions; `inf2-deploy list` needs it.
         _statement("ListEndpoints", ["sagemaker:ListEndpoints"], "*"),
         # HeadBucket is authorized by s3:ListBucket and sends no prefix, so no s3:prefix condition.
-        _statement("ArtifactBucket", ["s3:ListBucket"], [f"arn:aws:s3:::{bucket}"]),
+        # ListBucketMultipartUploads finds uploads a killed uploader left under the artifact's prefix;
+        # AbortMultipartUpload (below) removes them.
+        _statement("ArtifactBucket", ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                   [f"arn:aws:s3:::{bucket}"]),
         _statement("ArtifactObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                    [f"arn:aws:s3:::{bucket}/{prefix}/*"]),
         # `logs` and the deploy wait read with FilterLogEvents only (across the group's streams).
@@ -169,7 +175,8 @@ def deployer_policy(
     if create_bucket:
         statements.insert(4, _statement(
             "CreatePrivateEncryptedBucket",
-            ["s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration"],
+            ["s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration",
+             "s3:PutLifecycleConfiguration"],
             [f"arn:aws:s3:::{bucket}"]))
     return {"Version": POLICY_VERSION, "Statement": statements}
 

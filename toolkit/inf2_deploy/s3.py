@@ -17,6 +17,11 @@ answer proves them: under SSE-S3 the PutObject / CompleteMultipartUpload
 response carries the same ETag and encryption a HeadObject would report (see
 :class:`WriteLog`). Under SSE-KMS, and whenever the answer lacks them, a
 HeadObject checks the object as before.
+
+A killed uploader leaves its multipart uploads behind, and S3 bills their
+parts until they are aborted: each upload first aborts the stale ones under
+its own prefix (:func:`abort_stale_uploads`), and a bucket that
+:func:`ensure_bucket` creates gets a lifecycle rule that aborts any after a day.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,13 +43,16 @@ from .errors import AwsError, ConfigError
 from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact
 
 __all__ = [
+    "LIFECYCLE_RULE_ID",
     "MAX_CONCURRENCY",
+    "STALE_UPLOAD_AGE",
     "Progress",
     "UploadResult",
     "WriteLog",
     "transfer_config",
     "sse_args",
     "ensure_bucket",
+    "abort_stale_uploads",
     "upload_artifact",
     "delete_prefix",
     "split_s3_uri",
@@ -53,6 +62,10 @@ __all__ = [
 # at 16 MiB parts without tripping S3's per-prefix request rate.
 MAX_CONCURRENCY = 10
 SHA256_METADATA = "sha256"
+#: The lifecycle rule ``ensure_bucket`` puts on a bucket it creates.
+LIFECYCLE_RULE_ID = "inf2-deploy-abort-incomplete-multipart"
+#: Multipart uploads under an artifact's prefix older than this were left by a killed uploader.
+STALE_UPLOAD_AGE = timedelta(hours=1)
 
 #: ``(done_bytes, total_bytes, label)``; called from transfer threads.
 Progress = Callable[[int, int, str], None]
@@ -104,7 +117,11 @@ def ensure_bucket(s3: Any, bucket: str, region: str, *, create: bool, kms_key_id
     """Make sure ``bucket`` exists and is usable; create it when ``create`` is set.
 
     A created bucket blocks all public access and encrypts by default (SSE-S3,
-    or SSE-KMS with ``kms_key_id``), like the SageMaker SDK's default bucket.
+    or SSE-KMS with ``kms_key_id``), like the SageMaker SDK's default bucket, and
+    has a lifecycle rule (:data:`LIFECYCLE_RULE_ID`, whole bucket) that aborts
+    multipart uploads still incomplete a day after they started. An existing
+    bucket is not modified: its encryption, access and lifecycle settings are
+    its owner's.
 
     Returns:
         True when the bucket was created.
@@ -152,7 +169,55 @@ def ensure_bucket(s3: Any, bucket: str, region: str, *, create: bool, kms_key_id
                 "Rules": [{"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": bool(kms_key_id)}]
             },
         )
+        # The parts of an upload whose process was killed are billed until aborted; upload_artifact
+        # aborts those under its own prefix, this rule the ones nobody comes back for.
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket,
+            LifecycleConfiguration={"Rules": [{
+                "ID": LIFECYCLE_RULE_ID,
+                "Filter": {"Prefix": ""},
+                "Status": "Enabled",
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            }]},
+        )
     return True
+
+
+def abort_stale_uploads(s3: Any, bucket: str, key_prefix: str, *, now: datetime | None = None) -> int:
+    """Abort the multipart uploads under ``key_prefix`` started more than :data:`STALE_UPLOAD_AGE` ago.
+
+    Those were left by an uploader that was killed (no cleanup runs after a
+    SIGKILL or a lost spot instance); their parts are billed until aborted.
+    Recent ones are left alone: a concurrent deploy of the same artifact may be
+    sending them, and aborting would make its next UploadPart fail.
+
+    Args:
+        s3: a boto3 S3 client.
+        bucket: the bucket.
+        key_prefix: the artifact's key prefix; only uploads under ``key_prefix/`` are looked at.
+        now: the current time (timezone-aware); default: the system clock.
+
+    Returns:
+        How many uploads were aborted.
+
+    Raises:
+        AwsError: listing or aborting failed.
+    """
+    key_prefix = key_prefix.strip("/") + "/"
+    cutoff = (now or datetime.now(timezone.utc)) - STALE_UPLOAD_AGE
+    aborted = 0
+    with aws_errors(f"s3:AbortMultipartUpload s3://{bucket}/{key_prefix}"):
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key_prefix):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] >= cutoff:
+                    continue
+                try:
+                    s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+                except ClientError as exc:
+                    if error_code(exc) != "NoSuchUpload":  # another deploy aborted it first
+                        raise
+    return aborted
 
 
 class _Item(NamedTuple):
@@ -353,7 +418,8 @@ def upload_artifact(
     Objects that already match (size, encryption, and ETag or SHA-256
     metadata; see the module docstring) are skipped, so an interrupted upload resumes and a repeated one sends
     nothing. After the upload every object is checked against the manifest and
-    mismatches are sent once more.
+    mismatches are sent once more. Stale multipart uploads under the prefix,
+    left by a killed uploader, are aborted first (see ``abort_stale_uploads``).
 
     Args:
         s3: a boto3 S3 client.
@@ -372,6 +438,7 @@ def upload_artifact(
     key_prefix = key_prefix.strip("/") + "/"
     files, manifest = _items(artifact)
     extra = sse_args(kms_key_id)
+    abort_stale_uploads(s3, bucket, key_prefix)
     with contextlib.ExitStack() as stack:
         if log is None:
             log = stack.enter_context(WriteLog(s3))
