@@ -119,7 +119,7 @@ def test_unchanged_redeploy_sends_nothing(s3, tmp_path, cache_dir, count_calls):
     again_artifact, again = package_and_upload(_spec(), tmp_path / "art", s3, BUCKET, "pipe", cache_dir=cache_dir)
     assert again_artifact == artifact
     assert (again.key_prefix, again.uploaded, again.bytes_uploaded) == (first.key_prefix, (), 0)
-    assert set(calls.names()) == {"HeadObject"}
+    assert set(calls.names()) == {"ListMultipartUploads", "HeadObject"}  # the stale-upload check, then reads
 
 
 def test_failed_conversion_leaves_no_manifest_and_no_half_object_and_resumes(s3, tmp_path, cache_dir, monkeypatch):
