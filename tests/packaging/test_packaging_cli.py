@@ -46,3 +46,10 @@ def test_missing_checkpoint_exits_2(tmp_path: Path) -> None:
     result = run_cli("--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "art"), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: model:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_shard_default_matches_the_converter():
+    from inf2_deploy.cli.package_cmd import DEFAULT_MAX_SHARD_MIB
+    from inf2_deploy.convert import DEFAULT_MAX_SHARD_BYTES
+
+    assert DEFAULT_MAX_SHARD_MIB * 1024**2 == DEFAULT_MAX_SHARD_BYTES

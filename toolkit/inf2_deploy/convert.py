@@ -45,7 +45,11 @@ __all__ = [
     "convert_weights",
 ]
 
-DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
+#: Shard size for every artifact, packaged alone or while uploading: small enough that
+#: the last shard, the part still to send once conversion ends, is a small share of a
+#: deploy's upload. GPT-J-6B in fp16 gets about 50 shards (its 413 MB lm_head one of
+#: its own); transformers and transformers-neuronx load them through the index.
+DEFAULT_MAX_SHARD_BYTES = 256 * 1024**2
 DEFAULT_CHUNK_BYTES = 8 * 1024**2
 # Chunks queued for the writer thread at most; reading and casting run this far ahead.
 _WRITE_DEPTH = 2

@@ -4,9 +4,8 @@
 took the sum of the two. Here the packager's observer uploads each file as soon
 as it is complete: the small files (config, tokenizer, serving code) before the
 weights are converted, then every safetensors shard while the next one is
-converted. For this to overlap, deploys cut the weights into shards of
-``DEPLOY_MAX_SHARD_BYTES`` (transformers and transformers-neuronx load sharded
-safetensors through the index).
+converted. The packager's 256 MiB shards (``DEFAULT_MAX_SHARD_BYTES``) keep the
+part left to send once conversion ends small.
 
 Whole files, not parts of the shard being written, because every object must
 carry its ``sha256`` metadata when its upload starts: under SSE-KMS that
@@ -44,6 +43,7 @@ from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferConfig, TransferManager
 
 from .aws import aws_errors
+from .convert import DEFAULT_MAX_SHARD_BYTES
 from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, ArtifactFile
 from .s3 import (
     SHA256_METADATA,
@@ -57,12 +57,7 @@ from .s3 import (
     upload_artifact,
 )
 
-__all__ = ["DEPLOY_MAX_SHARD_BYTES", "package_and_upload"]
-
-#: Shard size for deploys: small enough that the last shard, the part still to
-#: send once conversion ends, is a small share of the upload; 256 MiB gives GPT-J-6B
-#: about 50 shards (its largest tensor, the 413 MB lm_head, gets a shard of its own).
-DEPLOY_MAX_SHARD_BYTES = 256 * 1024**2
+__all__ = ["package_and_upload"]
 
 
 class _EarlyUploader:
@@ -141,7 +136,7 @@ def package_and_upload(
     progress: Progress | None = None,
     config: TransferConfig | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    max_shard_bytes: int = DEPLOY_MAX_SHARD_BYTES,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 ) -> tuple[Artifact, UploadResult]:
     """Package ``spec`` into ``output`` and upload it to ``s3://bucket/prefix_root/<build key>/`` meanwhile.
 

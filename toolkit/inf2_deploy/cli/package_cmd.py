@@ -9,7 +9,8 @@ from .spec_flags import add_spec_flags, spec_from_args
 __all__ = ["add_parser", "run"]
 
 _MIB = 1024**2
-DEFAULT_MAX_SHARD_MIB = 2048
+# convert.DEFAULT_MAX_SHARD_BYTES in MiB, written out so --help need not import numpy (a test ties them).
+DEFAULT_MAX_SHARD_MIB = 256
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
