@@ -23,6 +23,8 @@ from typing import Any
 
 from .endpoint import resource_name
 from .errors import ConfigError
+from .spec import _BUCKET, _REGION
+from .spec import _SAGEMAKER_NAME as _ENDPOINT
 
 __all__ = [
     "DEFAULT_ROLE_NAME",
@@ -57,10 +59,7 @@ OPERATION_ACTIONS: dict[tuple[str, str], str] = {
 }
 
 _ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
-_ENDPOINT = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,512}$")
 
 
