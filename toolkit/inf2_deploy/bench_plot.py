@@ -7,10 +7,10 @@ second axis. matplotlib runs with the Agg backend, so no display is needed.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic import atomic_path
 from .stats import PERCENTILES
 
 if TYPE_CHECKING:
@@ -96,15 +96,9 @@ def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     fig.suptitle(f"{result.target}: {result.prompt_tokens} prompt tokens, {result.max_new_tokens} new tokens")
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    os.close(fd)
     try:
-        fig.savefig(temp, format="png", dpi=100)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        with atomic_path(target, suffix=".png") as temp:
+            fig.savefig(temp, format="png", dpi=100)
     finally:
         plt.close(fig)
     return target

@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
 from .errors import ConfigError, EndpointFailedError, ModelSourceError
 from .predictor import LocalPredictor
 from .spec import (
@@ -262,15 +262,7 @@ def _write_record(deployment: LocalDeployment) -> None:
     path = _record_path(deployment.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in deployment.to_dict().items() if k != "status"}
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _read_record(path: Path) -> LocalDeployment | None:

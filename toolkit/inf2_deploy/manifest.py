@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .atomic import atomic_write_text
 from .errors import ModelSourceError
 from .version import __version__
 
@@ -153,19 +153,6 @@ def artifact_fingerprint(files: Iterable[ArtifactFile], plan: dict[str, Any]) ->
     payload = {"files": sorted((f.path, f.sha256) for f in files), "plan": plan}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling and move it over ``path``."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _check_confined(folder: Path, relative: str) -> None:

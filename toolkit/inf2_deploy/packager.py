@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from .atomic import atomic_write_text
 from .catalog import ModelFacts, gptj_tensor_shapes
 from .convert import DEFAULT_MAX_SHARD_BYTES, TORCH_DTYPE_NAMES, convert_weights
 from .errors import ConfigError, ModelSourceError
@@ -35,7 +36,6 @@ from .manifest import (
     Artifact,
     ArtifactFile,
     FileDigest,
-    atomic_write_text,
     write_manifest,
 )
 from .planner import ImageResolver, Plan, check_plan
