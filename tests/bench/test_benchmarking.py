@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FakeClock, FakeStreamingTarget
+from bench_fakes import FakeClock, FakeStreamingTarget
 from inf2_deploy.benchmarking import BenchResult, bench, default_requests, make_prompts
 from inf2_deploy.catalog import INSTANCES
 from inf2_deploy.errors import ConfigError
