@@ -45,6 +45,31 @@ def moto_accepts_inf2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def moto_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give moto the UpdateEndpoint action it lacks (moto 5.2.x answers "not implemented").
+
+    Like SageMaker once an update succeeded: the endpoint serves the new config's variants.
+    """
+    from moto.core.responses import ActionResult
+    from moto.sagemaker import models
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def update_endpoint(self: SageMakerResponse) -> ActionResult:
+        backend = self.sagemaker_backend
+        name = self._get_param("EndpointName")
+        config_name = self._get_param("EndpointConfigName")
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            raise models.ValidationError(message=f"Could not find endpoint '{name}'.")
+        config = backend.describe_endpoint_config(config_name)
+        endpoint.endpoint_config_name = config_name
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+
+
+@pytest.fixture
 def moto_server(monkeypatch: pytest.MonkeyPatch, fake_aws_env: None, moto_accepts_inf2: None) -> Iterator[str]:
     """An in-process moto server on 127.0.0.1 (real HTTP); AWS_ENDPOINT_URL points at it."""
     from moto.server import ThreadedMotoServer

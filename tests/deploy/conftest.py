@@ -7,38 +7,13 @@ from pathlib import Path
 import pytest
 import sagemaker_fakes
 from inf2_deploy.spec import load_spec
-from moto.core.responses import ActionResult
-from moto.sagemaker import models as sagemaker_models
-from moto.sagemaker.responses import SageMakerResponse
 from sagemaker_fakes import REGION, ROLE, FakeClock, status_script_for
 
 
 @pytest.fixture(autouse=True)
-def aws_on_moto(fake_aws_env: None, moto_accepts_inf2: None) -> None:
-    """Fake credentials, and moto extended for ml.inf2 (tests/conftest.py), for every deploy test."""
-
-
-@pytest.fixture(autouse=True)
-def moto_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give moto the UpdateEndpoint action it lacks (moto 5.2.5 answers "not implemented").
-
-    Like SageMaker once an update succeeded: the endpoint serves the new
-    config's variants. Transitional statuses come from ``status_script``.
-    """
-
-    def update_endpoint(self: SageMakerResponse) -> ActionResult:
-        backend = self.sagemaker_backend
-        name = self._get_param("EndpointName")
-        config_name = self._get_param("EndpointConfigName")
-        endpoint = backend.endpoints.get(name)
-        if endpoint is None:
-            raise sagemaker_models.ValidationError(message=f"Could not find endpoint '{name}'.")
-        config = backend.describe_endpoint_config(config_name)
-        endpoint.endpoint_config_name = config_name
-        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
-        return ActionResult({"EndpointArn": endpoint.arn})
-
-    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+def aws_on_moto(fake_aws_env: None, moto_accepts_inf2: None, moto_update_endpoint: None) -> None:
+    """Fake credentials, and moto extended for ml.inf2 and UpdateEndpoint (tests/conftest.py), for every
+    deploy test. Transitional statuses come from ``status_script``."""
 
 
 @pytest.fixture

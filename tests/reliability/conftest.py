@@ -127,37 +127,8 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 
 
 @pytest.fixture
-def moto_inf2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let moto's CreateEndpointConfig accept the four ml.inf2 types, and give it UpdateEndpoint.
-
-    moto 5.2.5 checks InstanceType against an enum older than Inferentia2
-    (FakeEndpointConfig.validate_instance_type) and answers UpdateEndpoint with
-    "not implemented". Only the inf2 names are let through; the update makes the
-    endpoint serve the new config, as SageMaker does once an update succeeded.
-    """
-    from inf2_deploy.spec import INSTANCE_TYPES
-    from moto.core.responses import ActionResult
-    from moto.sagemaker import models
-    from moto.sagemaker.responses import SageMakerResponse
-
-    original = models.FakeEndpointConfig.validate_instance_type
-
-    def validate_instance_type(self, instance_type: str) -> None:  # noqa: ANN001
-        if instance_type not in INSTANCE_TYPES:
-            original(self, instance_type)
-
-    def update_endpoint(self: SageMakerResponse) -> ActionResult:
-        backend = self.sagemaker_backend
-        endpoint = backend.endpoints.get(self._get_param("EndpointName"))
-        if endpoint is None:
-            raise models.ValidationError(message="Could not find endpoint.")
-        config = backend.describe_endpoint_config(self._get_param("EndpointConfigName"))
-        endpoint.endpoint_config_name = config["EndpointConfigName"]
-        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
-        return ActionResult({"EndpointArn": endpoint.arn})
-
-    monkeypatch.setattr(models.FakeEndpointConfig, "validate_instance_type", validate_instance_type)
-    monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+def moto_inf2(moto_accepts_inf2: None, moto_update_endpoint: None) -> None:
+    """moto extended for the four ml.inf2 types and UpdateEndpoint (both in tests/conftest.py)."""
 
 
 @pytest.fixture
