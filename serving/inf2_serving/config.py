@@ -12,7 +12,9 @@ already stripped (see :func:`inf2_serving.properties.handler_properties`):
 ``batch_size``            Compiled batch size (default 1).
 ``dtype``                 ``fp32``, ``fp16`` or ``bf16`` (default ``fp32``).
 ``compiled_cache_url``    Neuron compile cache, a local path or ``s3://`` URL.
-``neuron_cc_flags``       Extra ``neuronx-cc`` flags (``NEURON_CC_FLAGS``).
+``neuron_cc_flags``       Extra ``neuronx-cc`` flags, merged into ``NEURON_CC_FLAGS``.
+``correct_decode_mask``   ``true`` (default) builds GPT-J's Neuron graph with a causal
+                          decode mask (see :mod:`inf2_serving.neuron_mask`).
 ========================  =====================================================
 """
 from __future__ import annotations
@@ -50,17 +52,28 @@ def _int_property(props: Mapping[str, str], name: str, default: int | None) -> i
     return value
 
 
+def _bool_property(props: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = props.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(name, raw, "expected true or false")
+    return value == "true"
+
+
 def _resolve_weights_dir(model_dir: str, model_id: str | None) -> str:
     # DJL downloads an s3:// model_id itself and then passes the local folder; anything
     # else that is not a local folder would need a hub download, which we never do.
+    # Absolute, because the Neuron backend changes the working directory before loading.
     if model_id:
         if os.path.isdir(model_id):
-            return model_id
+            return os.path.abspath(model_id)
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
             raise ConfigError(
                 "model_id", model_id, "not a local folder; put the weights in the model folder instead"
             )
-    return model_dir
+    return os.path.abspath(model_dir)
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class ServingConfig:
     dtype: str = "fp32"
     compiled_cache_url: str | None = None
     neuron_cc_flags: str | None = None
+    correct_decode_mask: bool = True
 
     @property
     def amp(self) -> str:
@@ -108,4 +122,5 @@ class ServingConfig:
             dtype=dtype,
             compiled_cache_url=props.get("compiled_cache_url") or None,
             neuron_cc_flags=props.get("neuron_cc_flags") or None,
+            correct_decode_mask=_bool_property(props, "correct_decode_mask", True),
         )

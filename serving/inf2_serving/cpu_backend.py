@@ -36,6 +36,13 @@ class CpuBackend:
         logger.info("CPU backend: loaded %s (batch_size %d, n_positions %d)",
                     config.weights_dir, self.batch_size, self.n_positions)
 
+    def next_token_logits(self, input_ids: Any) -> Any:
+        """See :class:`inf2_serving.engine.Backend`."""
+        import torch
+
+        with torch.no_grad():
+            return self.model(input_ids).logits[:, -1, :].float()
+
     def generate(
         self, input_ids: Any, attention_mask: Any, params: GenerationParams, max_new_tokens: int,
         observer: StepObserver,

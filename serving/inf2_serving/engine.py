@@ -69,6 +69,9 @@ class Backend(Protocol):
     ) -> None:
         """Generate up to ``max_new_tokens`` for each row, calling ``observer.on_step`` per step."""
 
+    def next_token_logits(self, input_ids: Any) -> Any:
+        """Float32 ``[rows, vocab]`` logits for the token after each unpadded row of ``input_ids``."""
+
 
 class IncrementalDecoder:
     """Turns a growing list of token ids into text deltas.

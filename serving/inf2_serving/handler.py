@@ -25,6 +25,7 @@ from .schema import (
     response_body,
     stream_line,
 )
+from .self_check import SelfCheckFailed, run_self_check
 
 __all__ = ["HandlerNotReady", "LineCallback", "ModelHandler", "ReadinessState", "load_engine"]
 
@@ -136,10 +137,11 @@ class ModelHandler:
         return self._engine
 
     def initialize(self, properties: Mapping[str, str]) -> None:
-        """Load the model and run a warm-up generation; later calls return at once.
+        """Load the model, run the startup self-check and a warm-up generation; later calls return at once.
 
         Raises:
             ConfigError: a property is invalid.
+            SelfCheckFailed: the model's logits are not finite or ignore the prompt's context.
             HandlerNotReady: an earlier initialization failed.
         """
         with self._init_lock:
@@ -152,15 +154,26 @@ class ModelHandler:
             try:
                 self._config = ServingConfig.from_properties(properties)
                 engine = load_engine(self._config)
+                report = run_self_check(engine.backend, engine.tokenizer)
+                logger.info("self-check passed: next-token logits finite (max |logit| %.3g) and context-sensitive "
+                            "(difference %.3g over %d tokens)", report.max_logit, report.context_difference,
+                            report.probe_tokens)
                 engine.run([engine.prepare("Hello", GenerationParams(max_new_tokens=2))])
+            except SelfCheckFailed as exc:
+                self._fail(exc)
+                logger.error("%s", exc)  # one line, found by `inf2-deploy deploy` in the endpoint's logs
+                raise
             except BaseException as exc:
-                self._state = ReadinessState.FAILED
-                self._error = f"{type(exc).__name__}: {exc}"
+                self._fail(exc)
                 logger.exception("model initialization failed")
                 raise
             self._engine = engine
             self._state = ReadinessState.READY
             logger.info("model ready in %.1f s (warm-up included)", time.monotonic() - started)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._state = ReadinessState.FAILED
+        self._error = f"{type(exc).__name__}: {exc}"
 
     def prepare(self, request: GenerationRequest) -> list[PreparedPrompt]:
         """Tokenize and validate every prompt of a request.

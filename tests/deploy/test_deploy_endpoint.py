@@ -61,6 +61,27 @@ def test_wait_raises_failure_reason_with_the_last_log_lines(make_client):
     assert "inf2-deploy logs gptj" in text
 
 
+def test_a_failed_self_check_line_is_the_reason_even_after_later_lines(make_client):
+    from inf2_serving.self_check import FAILURE_MARKER
+
+    sagemaker, logs = make_client("sagemaker"), make_client("logs")
+    group = "/aws/sagemaker/Endpoints/gptj"
+    check = f"{FAILURE_MARKER} next-token logits do not depend on the middle of the prompt"
+    later = [_event(f"t{i}", 3000 + i, f"  at ai.djl.python.Worker line {i}") for i in range(40)]
+    with Stubber(sagemaker) as sm_stub, Stubber(logs) as logs_stub:
+        sm_stub.add_response("describe_endpoint", _described("Failed", FailureReason="ping health check failed"),
+                             {"EndpointName": "gptj"})
+        logs_stub.add_response("filter_log_events",
+                               {"events": [_event("a", 2000, f"[ERROR] PyProcess - {check}"), *later]},
+                               {"logGroupName": group, "startTime": 0, "interleaved": True})
+        logs_stub.add_response("filter_log_events", {"events": []},
+                               {"logGroupName": group, "startTime": 0, "interleaved": True})
+        with pytest.raises(EndpointFailedError) as failed:
+            Endpoint("gptj", sagemaker).wait(clock=FakeClock(), logs=LogTailer(logs, "gptj"))
+    first_line = str(failed.value).splitlines()[0]
+    assert first_line == f"endpoint gptj is Failed: {check} (SageMaker: ping health check failed)"
+
+
 def test_wait_gives_up_after_timeout_without_deleting_anything(make_client):
     sagemaker = make_client("sagemaker")
     clock = FakeClock()

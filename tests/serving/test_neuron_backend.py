@@ -8,7 +8,12 @@ import tempfile
 import pytest
 from inf2_serving.config import ConfigError, ServingConfig
 from inf2_serving.handler import ModelHandler
-from inf2_serving.neuron_backend import DEFAULT_COMPILE_CACHE, configure_compiler_env, neuron_available
+from inf2_serving.neuron_backend import (
+    DEFAULT_COMPILE_CACHE,
+    configure_compiler_env,
+    merge_cc_flags,
+    neuron_available,
+)
 from inf2_serving.schema import parse_request
 
 ENV = ("NEURON_COMPILE_CACHE_URL", "NEURON_CC_FLAGS")
@@ -85,15 +90,66 @@ def test_cache_defaults_and_keeps_an_existing_env() -> None:
     assert configure_compiler_env(override, env) == "/var/tmp/x"
 
 
-@pytest.mark.parametrize("url", ["/opt/ml/model", "/opt/ml/model/cache", "/opt/ml/model/../model/c"])
-def test_cache_inside_the_read_only_model_dir_is_refused(url: str) -> None:
-    config = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url=url)
-    with pytest.raises(ConfigError, match="read-only") as info:
-        configure_compiler_env(config, {})
-    assert info.value.field == "compiled_cache_url"
-    with pytest.raises(ConfigError) as from_env:
-        configure_compiler_env(ServingConfig(model_dir="/m", weights_dir="/m"), {"NEURON_COMPILE_CACHE_URL": url})
-    assert from_env.value.field == "NEURON_COMPILE_CACHE_URL"
+@pytest.mark.parametrize(("existing", "ours", "merged"), [
+    ("", "--model-type=transformer", "--model-type=transformer"),
+    ("--retry_failed_compilation", "-O2", "--retry_failed_compilation -O2"),
+    ("--model-type=cnn --verbose 35", "--model-type=transformer", "--verbose 35 --model-type=transformer"),
+    ("--cache_dir /a --auto-cast none", "--cache_dir=/b", "--auto-cast none --cache_dir=/b"),
+    ("--enable-fast-loading-neuron-binaries", "", "--enable-fast-loading-neuron-binaries"),
+])
+def test_our_compiler_flags_merge_into_the_existing_ones(existing: str, ours: str, merged: str) -> None:
+    assert merge_cc_flags(existing, ours) == merged
+    env = {"NEURON_CC_FLAGS": existing} if existing else {}
+    configure_compiler_env(ServingConfig(model_dir="/m", weights_dir="/m", neuron_cc_flags=ours or None), env)
+    assert env["NEURON_CC_FLAGS"] == merged
+
+
+@pytest.mark.parametrize("flags", ["--cache_dir=/var/tmp/mine -O1", "-O1 --cache_dir /var/tmp/mine"])
+def test_a_cache_dir_flag_wins_over_the_cache_url(flags: str) -> None:
+    # libneuronxla resolves --cache_dir in NEURON_CC_FLAGS before NEURON_COMPILE_CACHE_URL.
+    config = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url="s3://bucket/cache")
+    env = {"NEURON_CC_FLAGS": flags}
+    assert configure_compiler_env(config, env) == "/var/tmp/mine"
+    assert "NEURON_COMPILE_CACHE_URL" not in env and env["NEURON_CC_FLAGS"] == flags
+
+
+def _read_only_cache(tmp_path):
+    model_dir = tmp_path / "opt-ml-model"
+    cache = model_dir / "neuron-cache"
+    (cache / "neuronxcc-2.14" / "MODULE_1").mkdir(parents=True)
+    (cache / "neuronxcc-2.14" / "MODULE_1" / "model.neff").write_bytes(b"neff")
+    return model_dir, cache
+
+
+def test_a_cache_in_the_read_only_model_dir_is_copied_to_a_writable_place(tmp_path) -> None:
+    model_dir, cache = _read_only_cache(tmp_path)
+    writable = tmp_path / "var-tmp-cache"
+    for field, config, env in [
+        ("property", ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url=str(cache)), {}),
+        ("env", ServingConfig(model_dir="/m", weights_dir="/m"), {"NEURON_COMPILE_CACHE_URL": str(cache)}),
+    ]:
+        used = configure_compiler_env(config, env, read_only_root=str(model_dir), default_cache=str(writable))
+        assert used == str(writable), field
+        assert env["NEURON_COMPILE_CACHE_URL"] == str(writable), field
+        assert (writable / "neuronxcc-2.14" / "MODULE_1" / "model.neff").read_bytes() == b"neff"
+
+
+def test_a_read_only_cache_dir_flag_is_redirected_too(tmp_path) -> None:
+    model_dir, cache = _read_only_cache(tmp_path)
+    writable = tmp_path / "var-tmp-cache"
+    env = {"NEURON_CC_FLAGS": f"--cache_dir={cache} -O1"}
+    used = configure_compiler_env(ServingConfig(model_dir="/m", weights_dir="/m"), env,
+                                  read_only_root=str(model_dir), default_cache=str(writable))
+    assert used == str(writable)
+    assert env["NEURON_CC_FLAGS"] == f"-O1 --cache_dir={writable}"
+    assert (writable / "neuronxcc-2.14" / "MODULE_1" / "model.neff").exists()
+
+
+def test_a_missing_read_only_cache_just_uses_the_default(tmp_path) -> None:
+    config = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url="/opt/ml/model/../model/c")
+    env = {}
+    assert configure_compiler_env(config, env, default_cache=str(tmp_path / "d")) == str(tmp_path / "d")
+    assert not (tmp_path / "d").exists()
 
 
 def test_auto_picks_neuron_only_with_device_and_library(standins, monkeypatch) -> None:

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any, NamedTuple, Protocol
 
 from botocore.exceptions import ClientError
+from inf2_serving.self_check import FAILURE_MARKER
 
 from .aws import aws_errors, is_not_found
 from .errors import AwsError, EndpointFailedError
@@ -208,6 +209,8 @@ class Endpoint:
     modified: datetime | None = None
     recent_logs: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_LOG_LINES), repr=False, compare=False)
+    diagnosis: str | None = field(default=None, repr=False, compare=False)
+    """The container's own account of why it refused to start (its self-check line), once seen in the logs."""
 
     def _apply(self, described: dict[str, Any]) -> Endpoint:
         self.status = EndpointStatus(described["EndpointStatus"])
@@ -281,13 +284,17 @@ class Endpoint:
             return
         for line in logs.poll():
             self.recent_logs.append(line.message)
+            if FAILURE_MARKER in line.message:
+                self.diagnosis = line.message[line.message.index(FAILURE_MARKER):].strip()
             if on_log is not None:
                 on_log(line)
 
     def failure(self) -> EndpointFailedError:
         """The error describing this endpoint's failure, with the last log lines."""
-        message = f"endpoint {self.name} is {self.status.value if self.status else '?'}: " \
-                  f"{self.failure_reason or 'no FailureReason given'}"
+        reason = self.failure_reason or "no FailureReason given"
+        if self.diagnosis:
+            reason = f"{self.diagnosis} (SageMaker: {reason})"
+        message = f"endpoint {self.name} is {self.status.value if self.status else '?'}: {reason}"
         if self.recent_logs:
             message += "\nlast log lines:\n" + "\n".join(f"  {line}" for line in self.recent_logs)
         return EndpointFailedError(message, value=self.name,
