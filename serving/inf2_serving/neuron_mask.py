@@ -71,13 +71,15 @@ def decode_mask_installed(enabled: bool) -> Iterator[bool]:
                        "built with the library's own mask")
         yield False
         return
-    from transformers_neuronx import hlo
-
+    try:
+        from transformers_neuronx import hlo
+    except ImportError:
+        hlo = None
     original = getattr(hlo, MASK_FUNCTION, None)
     if original is causal_decode_mask:
         yield True
         return
-    if original is None or list(inspect.signature(original).parameters) != _SIGNATURE:
+    if hlo is None or original is None or list(inspect.signature(original).parameters) != _SIGNATURE:
         logger.warning("Neuron decode mask: transformers_neuronx.hlo has no %s(%s); the graph keeps the "
                        "library's mask", MASK_FUNCTION, ", ".join(_SIGNATURE))
         yield False

@@ -40,6 +40,8 @@ PROPERTY_REFERENCE: tuple[tuple[str, str, str], ...] = (
     ("option.neuron_cc_flags", "unset", "Extra neuronx-cc flags, exported as NEURON_CC_FLAGS."),
     ("option.compiled_cache_url", "env NEURON_COMPILE_CACHE_URL, else /var/tmp/neuron-compile-cache",
      "Neuron persistent compile cache (local path or s3:// URL); never under /opt/ml/model."),
+    ("option.correct_decode_mask", "true", "Build GPT-J's Neuron graph with a causal decode mask; transformers-neuronx "
+     "0.11.351's own attends to position 0 only. false is for diagnosis."),
     ("option.backend", "auto", "neuron, cpu or auto (neuron when /dev/neuron0 exists and transformers-neuronx "
      "imports)."),
     ("batch_size", "unset (1)", "DJL dynamic batching: requests gathered into one handler call; written when "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .errors import AwsError, ConfigError
 from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact
 
 __all__ = [
+    "download_prefix",
     "LIFECYCLE_RULE_ID",
     "MAX_CONCURRENCY",
     "STALE_UPLOAD_AGE",
@@ -498,3 +500,40 @@ def delete_prefix(s3: Any, bucket: str, key_prefix: str) -> int:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
                 deleted += len(keys)
     return deleted
+
+
+def download_prefix(s3: Any, bucket: str, key_prefix: str, folder: Path, *,
+                    on_progress: Progress | None = None) -> int:
+    """Copy every object under ``key_prefix`` into ``folder`` at the same relative path.
+
+    A file already there with the object's size is kept, so an interrupted copy
+    resumes. Each file is written to ``NAME.incomplete`` and moved into place.
+    Returns the bytes downloaded.
+
+    Raises:
+        AwsError: listing or downloading failed.
+        ConfigError: an object's key would land outside ``folder``.
+    """
+    key_prefix = key_prefix.strip("/") + "/" if key_prefix.strip("/") else ""
+    root = folder.resolve()
+    with aws_errors(f"s3:ListObjectsV2 s3://{bucket}/{key_prefix}"):
+        objects = [obj for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
+                   for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
+    total = sum(obj["Size"] for obj in objects)
+    done = downloaded = 0
+    for obj in objects:
+        target = (root / obj["Key"][len(key_prefix):]).resolve()
+        if root not in target.parents:
+            raise ConfigError(f"object s3://{bucket}/{obj['Key']} would be written outside {root}",
+                              field="model_data", value=obj["Key"])
+        if not (target.is_file() and target.stat().st_size == obj["Size"]):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".incomplete")
+            with aws_errors(f"s3:GetObject s3://{bucket}/{obj['Key']}"):
+                s3.download_file(bucket, obj["Key"], str(partial))
+            os.replace(partial, target)
+            downloaded += obj["Size"]
+        done += obj["Size"]
+        if on_progress is not None:
+            on_progress(done, total, obj["Key"])
+    return downloaded

@@ -30,6 +30,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("chat", "chat_cmd"),
     ("serve", "serve_cmd"),
     ("bench", "bench_cmd"),
+    ("verify", "verify_cmd"),
     ("iam-policy", "iam_cmd"),
 )
 

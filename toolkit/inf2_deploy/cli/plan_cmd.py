@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from .arg_types import positive_int
 from .spec_flags import add_spec_flags, spec_from_args
 
-__all__ = ["add_parser", "run", "render_plan"]
+__all__ = ["add_parser", "render_plan", "render_prompt_cost", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,10 +18,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_spec_flags(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--prompt-tokens", type=positive_int, default=128, metavar="N",
+                        help="prompt length for the time-to-first-token floor (default 128): GPT-J's Neuron "
+                             "graph takes prompt tokens one at a time")
     parser.set_defaults(run=run)
 
 
-def render_plan(plan) -> None:  # noqa: ANN001 - Plan, imported lazily
+def render_prompt_cost(console, cost) -> None:  # noqa: ANN001 - rich Console and PromptCost, imported lazily
+    """Draw the per-token, per-prompt and per-request floors."""
+    from rich.table import Table
+
+    table = Table(title="Latency floors (HBM-bandwidth bound; real steps are slower)", show_header=False,
+                  title_justify="left")
+    table.add_column("what", no_wrap=True)
+    table.add_column("floor", overflow="fold")
+    table.add_row("decode step", f"{cost.decode_floor_s * 1e3:.1f} ms/token (weights over {cost.chips} chip(s))")
+    table.add_row(f"time to first token, {cost.prompt_tokens}-token prompt",
+                  f"{cost.ttft_floor_s * 1e3:.0f} ms (prompt tokens run one per step: no parallel prefill)")
+    table.add_row("KV cache reset per request", f"{cost.reset_bytes / 1e6:.0f} MB written by reset()")
+    table.add_row("`verify` reference on the CPU",
+                  " / ".join(f"{size / 1e9:.1f} GB host RAM in {dtype}"
+                             for dtype, size in cost.reference_bytes.items()))
+    console.print(table)
+
+
+def render_plan(plan, cost=None) -> None:  # noqa: ANN001 - Plan and PromptCost, imported lazily
     """Draw ``plan`` as rich tables on stdout."""
     from rich.console import Console
     from rich.table import Table
@@ -61,6 +83,8 @@ def render_plan(plan) -> None:  # noqa: ANN001 - Plan, imported lazily
                             f"{option.memory_per_core.total / GIB:.2f}", f"{option.price_per_hour:.2f}",
                             "tight" if option.host_ram_tight else "ok")
         console.print(options)
+    if cost is not None:
+        render_prompt_cost(console, cost)
     console.print("[bold]serving.properties[/bold]")
     console.print(render_properties(data["serving_properties"]), markup=False, highlight=False)
     for warning in plan.warnings:
@@ -71,6 +95,7 @@ def render_plan(plan) -> None:  # noqa: ANN001 - Plan, imported lazily
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from ..floors import prompt_cost
     from ..planner import make_plan
 
     try:
@@ -81,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": False, "errors": [{"field": f, "message": m} for f, m in exc.problems],
                           "warnings": []}))
         return exc.exit_code
+    cost = prompt_cost(plan, args.prompt_tokens)
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps({**plan.to_dict(), "prompt_cost": cost.to_dict()}, indent=2))
     else:
-        render_plan(plan)
+        render_plan(plan, cost)
     return 0 if plan.ok else 2
