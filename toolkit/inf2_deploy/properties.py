@@ -37,9 +37,11 @@ PROPERTY_REFERENCE: tuple[tuple[str, str, str], ...] = (
     ("option.dtype", "fp16", "fp32, fp16 or bf16; transformers-neuronx amp f32/f16/bf16."),
     ("option.model_loading_timeout", "3600", "Seconds DJL waits for load plus Neuron compilation."),
     ("option.model_id", "unset", "Weights location when they are not in the artifact folder."),
-    ("option.neuron_cc_flags", "unset", "Extra neuronx-cc flags, exported as NEURON_CC_FLAGS."),
+    ("option.neuron_cc_flags", "unset", "Extra neuronx-cc flags, merged into NEURON_CC_FLAGS (ours win where both "
+     "set an option)."),
     ("option.compiled_cache_url", "env NEURON_COMPILE_CACHE_URL, else /var/tmp/neuron-compile-cache",
-     "Neuron persistent compile cache (local path or s3:// URL); never under /opt/ml/model."),
+     "Neuron persistent compile cache (local path or s3:// URL). A --cache_dir in NEURON_CC_FLAGS takes precedence; "
+     "a read-only local cache is copied to /var/tmp/neuron-compile-cache."),
     ("option.correct_decode_mask", "true", "Build GPT-J's Neuron graph with a causal decode mask; transformers-neuronx "
      "0.11.351's own attends to position 0 only. false is for diagnosis."),
     ("option.backend", "auto", "neuron, cpu or auto (neuron when /dev/neuron0 exists and transformers-neuronx "
