@@ -30,6 +30,7 @@ __all__ = [
     "GenerationRequest",
     "InvalidRequest",
     "error_body",
+    "lone_surrogate_at",
     "parse_body",
     "parse_request",
     "response_body",
@@ -112,6 +113,26 @@ def _is_number(value: Any) -> bool:
         return False
 
 
+def lone_surrogate_at(text: str) -> int | None:
+    """The index of the first lone UTF-16 surrogate in ``text``, or None when it is valid Unicode.
+
+    JSON's ``\\ud800`` escapes and Python's ``surrogatepass`` decoding of bytes like
+    ``ed a0 80`` both produce such characters; no tokenizer can encode them.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _check_text(text: str, field: str) -> None:
+    index = lone_surrogate_at(text)
+    if index is not None:
+        raise InvalidRequest(f"{field} has a lone UTF-16 surrogate (U+{ord(text[index]):04X}) at character {index}; "
+                             "send valid Unicode text", field=field)
+
+
 def _check(ok: bool, field: str, message: str) -> None:
     if not ok:
         raise InvalidRequest(f"parameters.{field} {message}", field=field)
@@ -122,8 +143,9 @@ def _parse_stop(value: Any) -> tuple[str, ...]:
         value = [value]
     _check(isinstance(value, list), "stop", "must be a string or a list of strings")
     _check(len(value) <= MAX_STOP_SEQUENCES, "stop", f"allows at most {MAX_STOP_SEQUENCES} sequences")
-    for item in value:
+    for index, item in enumerate(value):
         _check(isinstance(item, str) and item != "", "stop", "must contain only non-empty strings")
+        _check_text(item, f"parameters.stop[{index}]")
     return tuple(value)
 
 
@@ -194,6 +216,8 @@ def parse_request(payload: Any) -> GenerationRequest:
         raise InvalidRequest('"inputs" must be a string or a non-empty list of strings', field="inputs")
     if not all(p.strip() for p in prompts):
         raise InvalidRequest('"inputs" must not contain empty prompts', field="inputs")
+    for index, prompt in enumerate(prompts):
+        _check_text(prompt, f"inputs[{index}]" if is_list else "inputs")
     stream = payload.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest(f'"stream" must be true or false, got {stream!r}', field="stream")
@@ -210,7 +234,9 @@ def parse_body(body: bytes | str) -> GenerationRequest:
     """Decode a JSON request body and validate it (see :func:`parse_request`)."""
     try:
         payload = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    except ValueError as exc:
         raise InvalidRequest(f"the request body is not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidRequest("the request body is nested too deeply to be a request") from None

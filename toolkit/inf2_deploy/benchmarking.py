@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from .atomic import atomic_write_text
 from .errors import ConfigError, Inf2DeployError, ModelSourceError
 from .stats import LevelStats, RequestTiming, summarize
+from .validators import check_path
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -292,7 +293,7 @@ def load_tokenizer(source: str | os.PathLike[str], *, region: str | None = None)
         with tempfile.TemporaryDirectory(prefix="inf2-bench-tokenizer-") as folder:
             _fetch_tokenizer_files(text, region, Path(folder))
             return _auto_tokenizer(folder, text)
-    path = Path(text).expanduser()
+    path = check_path(text, "tokenizer")
     return _auto_tokenizer(str(path) if path.exists() else text, text)
 
 

@@ -42,6 +42,7 @@ from .planner import ImageResolver, Plan, check_plan
 from .properties import render_properties
 from .sources import Checkpoint, ProgressCallback, default_cache_dir, resolve_checkpoint
 from .spec import DeploymentSpec
+from .validators import check_path
 from .version import __version__
 
 __all__ = ["package", "PackageObserver", "build_key", "cached_image_resolver", "serving_code_files",
@@ -352,7 +353,7 @@ def package(
     if max_shard_bytes <= 0:
         raise ConfigError(f"max_shard_bytes must be positive, got {max_shard_bytes}", field="max_shard_bytes",
                           value=max_shard_bytes)
-    target = Path(output).expanduser().absolute()
+    target = check_path(output, "output").absolute()
     existing = _existing_artifact(target)
     checkpoint = resolve_checkpoint(plan.spec.model, cache_dir=cache, progress=progress)
     # The checkpoint's own config decides the tensor shapes (the plan may have used a built-in copy).

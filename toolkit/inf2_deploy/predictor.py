@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
+from inf2_serving.schema import lone_surrogate_at
 
 from .errors import ConfigError, CredentialsError, InvocationError
 from .jsonlines import JsonLinesError, iter_json_lines
@@ -100,12 +101,22 @@ def check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
         checked[name] = [value] if name == "stop" and isinstance(value, str) else value
     if "stop" in checked:
         checked["stop"] = list(checked["stop"])
+        for index, stop in enumerate(checked["stop"]):
+            _check_text(stop, f"stop[{index}]")
     return checked
+
+
+def _check_text(text: str, field: str) -> None:
+    index = lone_surrogate_at(text)
+    if index is not None:
+        raise ConfigError(f"has a lone UTF-16 surrogate (U+{ord(text[index]):04X}) at character {index}; "
+                          "it cannot be sent as UTF-8", field=field, value=text[max(0, index - 20):index + 20])
 
 
 def _check_prompt(prompt: Any) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError("must be a non-empty string", field="prompt", value=prompt)
+    _check_text(prompt, "prompt")
     return prompt
 
 

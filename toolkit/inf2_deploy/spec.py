@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .spec_fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
+from .validators import check_path, path_problem
 
 __all__ = ["DeploymentSpec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES"]
 
@@ -127,6 +128,9 @@ class DeploymentSpec(BaseModel):
     def _model(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must name an alias, a Hugging Face id, a folder or an s3:// prefix")
+        problem = path_problem(value)
+        if problem is not None:  # every reference is tried as a local folder first
+            raise ValueError(f"cannot be a model reference: it {problem}")
         return value
 
     @field_validator("region")
@@ -222,15 +226,19 @@ def build_spec(values: dict[str, Any]) -> DeploymentSpec:
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = f"unknown setting; allowed settings are {', '.join(DeploymentSpec.model_fields)}"
-            problems.append((field, f"{message} (got {error.get('input')!r})"))
+            shown = repr(error.get("input"))
+            problems.append((field, f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"))
         raise ConfigError.from_problems(problems) from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    path = check_path(path, "config")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", field="config", value=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})", field="config", value=str(path)) from None
     if path.suffix == ".toml":
         try:
             import tomllib

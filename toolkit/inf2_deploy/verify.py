@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InvocationError, ModelSourceError
+from .validators import check_path
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -211,7 +212,7 @@ def _n_positions(folder: Path) -> int | None:
 def _local_artifact(source: str, region: str | None, on_progress: VerifyProgress | None) -> Path:
     """A local folder for ``source``: the folder itself, or a copy of an s3:// prefix in the cache."""
     if not source.startswith("s3://"):
-        folder = Path(source).expanduser()
+        folder = check_path(source, "artifact")
         if not folder.is_dir():
             raise ModelSourceError(f"artifact folder {source} does not exist", field="artifact", value=source)
         return folder
