@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -28,13 +29,31 @@ from botocore.exceptions import (
 from .errors import AwsError, CredentialsError
 from .version import __version__
 
-__all__ = ["CLIENT_CONFIG", "Session", "make_session", "aws_errors", "error_code", "is_not_found"]
+__all__ = ["CLIENT_CONFIG", "Session", "make_session", "aws_errors", "error_code", "is_not_found", "last_call",
+           "translate_botocore_error"]
 
 CLIENT_CONFIG = Config(
     # botocore counts max_attempts as retries after the first call: 11 calls in all.
     retries={"mode": "adaptive", "max_attempts": 10},
     user_agent_extra=f"inf2-deploy/{__version__}",
 )
+_NETWORK_HINT = ("the network failed after botocore's retries; run the command again (deploy and upload resume "
+                 "where they stopped), or check the network, the region and AWS_ENDPOINT_URL")
+# The most recent AWS operation any of our clients started, as "service:Operation". A
+# BotoCoreError (a timeout, a reset connection) does not say which call it interrupted,
+# so the one-line error takes it from here.
+_last_call: list[str] = []
+
+
+def _remember_call(model: Any, **kwargs: Any) -> None:
+    _last_call[:] = [f"{model.service_model.endpoint_prefix}:{model.name}"]
+
+
+def last_call() -> str | None:
+    """``service:Operation`` of the latest call our clients made, if any."""
+    return _last_call[0] if _last_call else None
+
+
 _CREDENTIALS_HINT = (
     "configure credentials with `aws configure`, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
 )
@@ -59,9 +78,9 @@ class Session:
     def client(self, service: str) -> Any:
         """The (cached) boto3 client for ``service`` with adaptive retries."""
         if service not in self._clients:
-            self._clients[service] = self.boto_session.client(
-                service, region_name=self.region, config=CLIENT_CONFIG
-            )
+            client = self.boto_session.client(service, region_name=self.region, config=CLIENT_CONFIG)
+            client.meta.events.register("before-call", _remember_call)
+            self._clients[service] = client
         return self._clients[service]
 
     @functools.cached_property
@@ -145,3 +164,24 @@ def aws_errors(action: str) -> Iterator[None]:
         raise CredentialsError(f"{action} failed: {exc}", field="region", hint="set AWS_REGION") from exc
     except EndpointConnectionError as exc:
         raise AwsError(f"{action} failed: {exc}", hint="check the network, the region and AWS_ENDPOINT_URL") from exc
+    except BotoCoreError as exc:
+        raise AwsError(f"{action} failed: {type(exc).__name__}: {exc}", hint=_NETWORK_HINT) from exc
+
+
+def translate_botocore_error(exc: BaseException) -> AwsError | None:
+    """Our one-line error for a botocore exception that escaped every ``aws_errors`` block, else None.
+
+    The message names the service and operation (from the exception, or from the
+    latest call our clients made) and a hint; the original is chained as ``__cause__``.
+    """
+    if isinstance(exc, ClientError):
+        action = f"{(last_call() or 'aws:').split(':')[0]}:{exc.operation_name}"
+    elif isinstance(exc, BotoCoreError):
+        action = last_call() or "an AWS call"
+    else:
+        return None
+    try:
+        with aws_errors(action):
+            raise exc
+    except AwsError as translated:
+        return translated

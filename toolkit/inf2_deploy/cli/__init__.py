@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _translated(exc: Exception) -> Exception | None:
+    if not type(exc).__module__.startswith("botocore."):  # botocore stays unimported for --help
+        return None
+    from ..aws import translate_botocore_error
+
+    return translate_botocore_error(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     parser = build_parser()
@@ -59,7 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..errors import Inf2DeployError
 
     try:
-        return int(args.run(args) or 0)
+        try:
+            return int(args.run(args) or 0)
+        except Exception as exc:
+            # The last line of defence for AWS errors raised outside an aws_errors block:
+            # botocore's own exceptions become ours (one line, exit 1); anything else passes.
+            translated = _translated(exc)
+            if translated is None:
+                raise
+            raise translated from exc
     except Inf2DeployError as exc:
         if args.debug:
             raise
