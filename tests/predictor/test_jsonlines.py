@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inf2_deploy.jsonlines import JsonLinesDecoder, JsonLinesError, iter_json_lines
@@ -42,7 +43,7 @@ def test_one_byte_at_a_time_yields_each_line_as_soon_as_complete() -> None:
     assert seen == LINES and decoder.close() == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     docs=st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.text(), st.integers(), st.booleans()),
                                   max_size=3), min_size=1, max_size=5),

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, event, given, settings
+from fuzz_budget import examples
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from inf2_deploy.api import deploy_gptj
 from inf2_deploy.cli import main
@@ -22,8 +23,8 @@ from inf2_deploy.errors import ConfigError, ModelSourceError
 from inf2_deploy.planner import make_plan
 from inf2_deploy.spec import DeploymentSpec, load_spec
 
-API_EXAMPLES = 200
-CONFIG_FILE_EXAMPLES = 100
+API_EXAMPLES = examples(200)
+CONFIG_FILE_EXAMPLES = examples(100)
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BASE = {"model": "tiny-gptj", "instance_type": "ml.inf2.xlarge", "region": "us-east-1", "role_arn": ROLE}
 # deploy_gptj's own keyword for a spec field, where it differs
@@ -74,6 +75,7 @@ def _invalid(values: dict[str, Any]) -> bool:
 @settings(max_examples=API_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.filter_too_much])
 @given(field=st.sampled_from(FIELDS) | st.sampled_from(FIELDS) | st.sampled_from(FIELDS) | unknown_names, value=junk)
+@example(field="model", value="a" * 300)  # once a raw OSError [Errno 36] from the folder lookup
 def test_invalid_setting_is_refused_by_the_api_before_any_aws_call(no_aws, field: str, value: Any) -> None:  # noqa: ANN001
     # A model string with "/" may be a Hugging Face id, which planning would look up on the Hub.
     assume(not (field == "model" and isinstance(value, str) and "/" in value))
@@ -90,6 +92,7 @@ def test_invalid_setting_is_refused_by_the_api_before_any_aws_call(no_aws, field
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
 @given(overrides=st.dictionaries(st.sampled_from(FIELDS) | unknown_names, junk, min_size=1, max_size=3).filter(
     lambda o: not (isinstance(o.get("model"), str) and "/" in o["model"])))
+@example(overrides={"model": "a" * 300})  # once a raw OSError [Errno 36] from the folder lookup
 def test_invalid_config_file_exits_2_naming_a_field_before_any_aws_call(
         no_aws, capsys: pytest.CaptureFixture[str], overrides: dict[str, Any]) -> None:  # noqa: ANN001
     values = {**BASE, **overrides}

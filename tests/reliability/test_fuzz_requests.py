@@ -11,14 +11,17 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from fuzz_budget import examples
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from inf2_serving.schema import GenerationRequest, InvalidRequest, parse_body, parse_request
 
-PARSER_EXAMPLES = 300
-HANDLER_EXAMPLES = 120
-HTTP_EXAMPLES = 150
-HTTP_BYTES_EXAMPLES = 100
+PARSER_EXAMPLES = examples(300)
+HANDLER_EXAMPLES = examples(120)
+HTTP_EXAMPLES = examples(150)
+HTTP_BYTES_EXAMPLES = examples(100)
+# Bodies that once got a 500: a lone surrogate, escaped and as raw UTF-8 bytes (surrogatepass).
+SURROGATE_BODIES = (b'{"inputs": "\\ud800"}', b'{"inputs": "\xed\xa0\x80"}')
 
 PARAMETER_NAMES = ("max_new_tokens", "temperature", "top_k", "top_p", "do_sample", "repetition_penalty",
                    "stop", "seed", "return_full_text", "details")
@@ -91,6 +94,8 @@ def _check_request(request: GenerationRequest) -> None:
 
 @settings(max_examples=PARSER_EXAMPLES, deadline=None)
 @given(body=bodies)
+@example(body=SURROGATE_BODIES[0])
+@example(body=SURROGATE_BODIES[1])
 def test_parse_body_accepts_or_raises_invalid_request(body: bytes) -> None:
     try:
         request = parse_body(body)
@@ -171,6 +176,7 @@ def djl_handle(djl_standins: None, tiny_artifact):  # noqa: ANN001, ANN201
 
 @settings(max_examples=HANDLER_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.lists(bodies, min_size=1, max_size=3))
+@example(batch=list(SURROGATE_BODIES))
 def test_djl_handle_answers_every_input(djl_handle, batch: list[bytes]) -> None:  # noqa: ANN001
     output = djl_handle(batch)
     event(f"DJL {output.code}, batch of {len(batch)}")
@@ -224,6 +230,8 @@ def _check_http(response: Any) -> None:
 
 @settings(max_examples=HTTP_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, by_name=st.booleans())
+@example(body=SURROGATE_BODIES[0], by_name=False)
+@example(body=SURROGATE_BODIES[1], by_name=True)
 def test_http_invocations_never_5xx(http, tiny_artifact, body: bytes, by_name: bool) -> None:  # noqa: ANN001
     path = f"/predictions/{tiny_artifact.name}" if by_name else "/invocations"
     _check_http(http.post(path, content=body, headers={"content-type": "application/json"}))

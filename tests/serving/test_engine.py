@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inf2_serving.engine import IncrementalDecoder
@@ -23,7 +24,7 @@ def test_decoder_holds_back_split_characters(tokenizer) -> None:
     assert "".join(deltas) + decoder.flush() == "é😀"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.text(min_size=1, max_size=12))
 def test_decoder_deltas_join_to_the_full_decode(tokenizer, text: str) -> None:
     ids = tokenizer(text)["input_ids"]
