@@ -15,6 +15,8 @@ already stripped (see :func:`inf2_serving.properties.handler_properties`):
 ``neuron_cc_flags``       Extra ``neuronx-cc`` flags, merged into ``NEURON_CC_FLAGS``.
 ``correct_decode_mask``   ``true`` (default) builds GPT-J's Neuron graph with a causal
                           decode mask (see :mod:`inf2_serving.neuron_mask`).
+``startup_self_check``    ``true`` (default) refuses to serve a model that fails the probes
+                          of :mod:`inf2_serving.self_check`; ``false`` serves it anyway.
 ========================  =====================================================
 """
 from __future__ import annotations
@@ -90,6 +92,7 @@ class ServingConfig:
     compiled_cache_url: str | None = None
     neuron_cc_flags: str | None = None
     correct_decode_mask: bool = True
+    startup_self_check: bool = True
 
     @property
     def amp(self) -> str:
@@ -123,4 +126,5 @@ class ServingConfig:
             compiled_cache_url=props.get("compiled_cache_url") or None,
             neuron_cc_flags=props.get("neuron_cc_flags") or None,
             correct_decode_mask=_bool_property(props, "correct_decode_mask", True),
+            startup_self_check=_bool_property(props, "startup_self_check", True),
         )

@@ -154,10 +154,7 @@ class ModelHandler:
             try:
                 self._config = ServingConfig.from_properties(properties)
                 engine = load_engine(self._config)
-                report = run_self_check(engine.backend, engine.tokenizer)
-                logger.info("self-check passed: next-token logits finite (max |logit| %.3g) and context-sensitive "
-                            "(difference %.3g over %d tokens)", report.max_logit, report.context_difference,
-                            report.probe_tokens)
+                self._self_check(engine)
                 engine.run([engine.prepare("Hello", GenerationParams(max_new_tokens=2))])
             except SelfCheckFailed as exc:
                 self._fail(exc)
@@ -170,6 +167,18 @@ class ModelHandler:
             self._engine = engine
             self._state = ReadinessState.READY
             logger.info("model ready in %.1f s (warm-up included)", time.monotonic() - started)
+
+    def _self_check(self, engine: Engine) -> None:
+        try:
+            report = run_self_check(engine.backend, engine.tokenizer)
+        except SelfCheckFailed as exc:
+            if self._config is not None and not self._config.startup_self_check:
+                logger.warning("serving anyway (startup_self_check=false): %s", exc)
+                return
+            raise
+        logger.info("self-check passed: next-token logits finite (max |logit| %.3g) and context-sensitive "
+                    "(difference %.3g over %d tokens)", report.max_logit, report.context_difference,
+                    report.probe_tokens)
 
     def _fail(self, exc: BaseException) -> None:
         self._state = ReadinessState.FAILED

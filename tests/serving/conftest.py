@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 STANDINS = Path(__file__).parent / "standins"
-STANDIN_PACKAGES = ("djl_python", "transformers_neuronx")
+STANDIN_PACKAGES = ("djl_python", "torch_neuronx", "transformers_neuronx")
 
 
 def write_artifact(folder: Path, weights: Path, **options: str) -> Path:
@@ -32,6 +32,14 @@ def tiny_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inf2_deploy.tiny import build_tiny_gptj
 
     return build_tiny_gptj(tmp_path_factory.mktemp("models") / "tiny-gptj")
+
+
+@pytest.fixture(scope="session")
+def sharp_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-gptj with weight matrices of std 0.16: logits sharp enough that a wrong attention mask shows."""
+    from inf2_deploy.tiny import build_tiny_gptj
+
+    return build_tiny_gptj(tmp_path_factory.mktemp("models") / "sharp-gptj", init_std=0.16)
 
 
 @pytest.fixture(scope="session")

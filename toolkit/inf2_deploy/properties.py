@@ -44,6 +44,8 @@ PROPERTY_REFERENCE: tuple[tuple[str, str, str], ...] = (
      "a read-only local cache is copied to /var/tmp/neuron-compile-cache."),
     ("option.correct_decode_mask", "true", "Build GPT-J's Neuron graph with a causal decode mask; transformers-neuronx "
      "0.11.351's own attends to position 0 only. false is for diagnosis."),
+    ("option.startup_self_check", "true", "Refuse to serve (FAILED, so /ping fails) when next-token logits are not "
+     "finite or ignore the prompt's context. false serves anyway, for diagnosis with `inf2-deploy verify`."),
     ("option.backend", "auto", "neuron, cpu or auto (neuron when /dev/neuron0 exists and transformers-neuronx "
      "imports)."),
     ("batch_size", "unset (1)", "DJL dynamic batching: requests gathered into one handler call; written when "

