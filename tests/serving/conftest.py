@@ -122,6 +122,18 @@ def running_server(artifact: Path, handler, max_batch_delay_ms: float = 500) -> 
         thread.join(10)
 
 
+@pytest.fixture
+def serve():
+    """``serve(properties_folder, weights, handler, **options)``: a context manager yielding the URL of the
+    local server over ``handler``, with an artifact folder written for ``weights`` and ``options``."""
+    @contextlib.contextmanager
+    def start(folder: Path, weights: Path, handler, **options: str) -> Iterator[str]:
+        with running_server(write_artifact(folder, weights, **options), handler) as url:
+            yield url
+
+    return start
+
+
 @pytest.fixture(scope="module")
 def live_server(artifact, cpu_handler):
     """The local server on a real socket over the session's handler; batches wait up to 500 ms to fill."""

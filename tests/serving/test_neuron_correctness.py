@@ -138,3 +138,22 @@ def test_a_library_without_the_function_keeps_its_own_mask(neuron, caplog, monke
     monkeypatch.setattr(neuron, "decoder_attention_mask_legacy", causal_decode_mask)
     with decode_mask_installed(True) as installed:  # already corrected: nothing to swap
         assert installed and neuron.decoder_attention_mask_legacy is causal_decode_mask
+
+
+@pytest.mark.parametrize("corrected", [True, False])
+def test_verify_passes_the_corrected_server_and_catches_the_uncorrected_one(
+        neuron, sharp_gptj, tmp_path, serve, corrected: bool) -> None:
+    from inf2_deploy.verify import verify
+
+    options = {"n_positions": "256", "correct_decode_mask": str(corrected).lower(), "startup_self_check": "false"}
+    handler = ModelHandler()
+    handler.initialize(_properties(sharp_gptj, tmp_path, **options))
+    with serve(tmp_path / "artifact", sharp_gptj, handler, backend="neuron", **options) as url:
+        report = verify(url, artifact=sharp_gptj, tokens=12)
+    assert [p.label.split()[0] for p in report.prompts] == ["short", "long", "non-ascii"]
+    if corrected:
+        assert report.ok and report.agreement == 1.0
+    else:
+        assert not report.ok
+        assert all(not p.agrees for p in report.prompts)
+        assert report.agreement < 0.5
