@@ -46,7 +46,7 @@ _last_call: list[str] = []
 
 
 def _remember_call(model: Any, **kwargs: Any) -> None:
-    _last_call[:] = [f"{model.service_model.endpoint_prefix}:{model.name}"]
+    _last_call[:] = [f"{model.service_model.service_name}:{model.name}"]
 
 
 def last_call() -> str | None:

@@ -146,6 +146,14 @@ class BenchResult:
     price_source: str | None
     started_at: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
 
+    @property
+    def first_error(self) -> str | None:
+        """The earliest failed request's error, as ``kind: message``; None when none failed."""
+        failed = sorted((t for level in self.levels for t in level.timings if not t.ok), key=lambda t: t.start)
+        if not failed:
+            return None
+        return f"{failed[0].error}: {failed[0].message}" if failed[0].message else failed[0].error
+
     def level(self, concurrency: int) -> LevelResult:
         """The result at ``concurrency``.
 
@@ -185,12 +193,16 @@ class BenchResult:
 
 def _sagemaker_target(endpoint_name: str, region: str | None) -> tuple[StreamingTarget, TargetInfo]:
     from .aws import aws_errors, make_session
+    from .endpoint import find_endpoint, missing_endpoint
     from .predictor import Predictor
 
     session = make_session(region)
     sagemaker = session.client("sagemaker")
-    with aws_errors(f"sagemaker:DescribeEndpoint {endpoint_name}"):
-        config_name = sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+    endpoint = find_endpoint(sagemaker, endpoint_name)
+    if endpoint is None:
+        raise missing_endpoint(sagemaker, endpoint_name, session.region)
+    config_name = endpoint.config_name
+    with aws_errors(f"sagemaker:DescribeEndpointConfig {config_name}"):
         variant = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
         model = sagemaker.describe_model(ModelName=variant["ModelName"])
     container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
@@ -352,7 +364,7 @@ def _one_request(target: StreamingTarget, prompt: str, max_new_tokens: int,
                 token_times.append(now)
     # The errors a transport or endpoint raises; anything else is a bug and surfaces.
     except (Inf2DeployError, OSError, ValueError) as exc:
-        return RequestTiming(start, tuple(token_times), clock(), error=_describe(exc))
+        return RequestTiming(start, tuple(token_times), clock(), error=_describe(exc), message=str(exc))
     return RequestTiming(start, tuple(token_times), clock())
 
 

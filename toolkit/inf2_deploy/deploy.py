@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .aws import Session, aws_errors, is_not_found, make_session
+from .aws import Session, aws_errors, error_code, is_not_found, make_session
 from .endpoint import (
     TAG_FINGERPRINT,
     TAG_MANAGED,
@@ -33,6 +33,7 @@ from .endpoint import (
     SystemClock,
     endpoint_config_request,
     find_endpoint,
+    missing_endpoint,
     model_request,
     resource_name,
     resource_tags,
@@ -185,6 +186,21 @@ def _delete(sagemaker: Any, kind: str, name: str) -> bool:
     return True
 
 
+def _create(call: Any, operation: str, name: str, *, ours: Any = None, **request: Any) -> None:
+    """One create call. "Already existing" after botocore retried means the first attempt
+    succeeded and its answer was lost: the resource is ours when its name is new to this
+    deploy, or when ``ours()`` says so."""
+    with aws_errors(f"sagemaker:{operation} {name}"):
+        try:
+            call(**request)
+        except ClientError as exc:
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            retried = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+            if not (error_code(exc) == "ValidationException" and "already exist" in message and retried
+                    and (ours is None or ours())):
+                raise
+
+
 def _rollback(sagemaker: Any, created: list[tuple[str, str]]) -> list[str]:
     """Delete what this deploy created, newest first (endpoint, then config, then model)."""
     return [f"{kind} {name}" for kind, name in reversed(created) if _delete(sagemaker, kind, name)]
@@ -288,18 +304,20 @@ def deploy(
         if current and current_tags.get(TAG_MANAGED) == "true":
             superseded = (current["EndpointConfigName"], [v["ModelName"] for v in current["ProductionVariants"]])
 
+    # Each resource is listed before its create call: a call that times out or loses its
+    # connection may still have created it, and the rollback deletes by name (these names
+    # are new to this deploy, and a delete of a missing resource is a no-op).
     created: list[tuple[str, str]] = []
     try:
-        with aws_errors(f"sagemaker:CreateModel {name}"):
-            sagemaker.create_model(**model, Tags=tags)
         created.append(("model", name))
-        with aws_errors(f"sagemaker:CreateEndpointConfig {name}"):
-            sagemaker.create_endpoint_config(**config, Tags=tags)
+        _create(sagemaker.create_model, "CreateModel", name, **model, Tags=tags)
         created.append(("endpoint config", name))
+        _create(sagemaker.create_endpoint_config, "CreateEndpointConfig", name, **config, Tags=tags)
         if existing is None:
-            with aws_errors(f"sagemaker:CreateEndpoint {endpoint_name}"):
-                sagemaker.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=name, Tags=tags)
             created.append(("endpoint", endpoint_name))
+            _create(sagemaker.create_endpoint, "CreateEndpoint", endpoint_name, EndpointName=endpoint_name,
+                    EndpointConfigName=name, Tags=tags,
+                    ours=lambda: getattr(find_endpoint(sagemaker, endpoint_name), "config_name", None) == name)
         else:
             with aws_errors(f"sagemaker:UpdateEndpoint {endpoint_name}"):
                 sagemaker.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=name)
@@ -374,8 +392,7 @@ def delete_deployment(
     sagemaker = session.client("sagemaker")
     endpoint = find_endpoint(sagemaker, name)
     if endpoint is None:
-        raise AwsError(f"no endpoint named {name} in {session.region}", code="NotFound",
-                       hint="see `inf2-deploy list`")
+        raise missing_endpoint(sagemaker, name, session.region)
     if endpoint.status in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
         if not wait:
             raise AwsError(

@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from inf2_serving.self_check import FAILURE_MARKER
 
 from .aws import aws_errors, is_not_found
-from .errors import AwsError, EndpointFailedError
+from .errors import AwsError, EndpointFailedError, EndpointNotFoundError
 from .spec import DeploymentSpec
 from .version import __version__
 
@@ -315,6 +315,19 @@ def find_endpoint(sagemaker: Any, name: str) -> Endpoint | None:
                 return None
             raise
     return Endpoint(name, sagemaker)._apply(described)
+
+
+def missing_endpoint(sagemaker: Any, name: str, region: str) -> EndpointNotFoundError:
+    """The error for an endpoint that does not exist, naming the newest ones that do."""
+    try:
+        with aws_errors("sagemaker:ListEndpoints"):
+            listed = sagemaker.list_endpoints(SortBy="CreationTime", SortOrder="Descending", MaxResults=5)
+        names = [item["EndpointName"] for item in listed.get("Endpoints", [])]
+        there = f"endpoints there: {', '.join(names)}" if names else "there are no endpoints there"
+    except AwsError:  # not allowed to list: the lookup's answer still stands
+        there = "could not list the endpoints there"
+    return EndpointNotFoundError(f"no endpoint named {name} in {region} ({there})", code="NotFound",
+                                 field="name", value=name, hint="see `inf2-deploy list`")
 
 
 def resource_name(endpoint_name: str, fingerprint: str, now: datetime) -> str:

@@ -9,7 +9,8 @@ base that fits it, so callers can catch either::
     │   └── ImageNotFoundError              no LMI image for region/version
     ├── ModelSourceError (OSError)          a checkpoint is missing or broken
     ├── AwsError (RuntimeError)             an AWS call failed (carries request_id)
-    │   ├── CredentialsError                no credentials or region
+    │   ├── CredentialsError                no credentials or region; exit code 2
+    │   ├── EndpointNotFoundError           no endpoint by that name; exit code 2
     │   └── EndpointFailedError             the endpoint reached Failed
     └── InvocationError (RuntimeError)      an endpoint answered with an error
 """
@@ -24,6 +25,7 @@ __all__ = [
     "AwsError",
     "CredentialsError",
     "EndpointFailedError",
+    "EndpointNotFoundError",
     "InvocationError",
 ]
 
@@ -116,6 +118,12 @@ class AwsError(Inf2DeployError, RuntimeError):
 
 class CredentialsError(AwsError):
     """No AWS credentials or region could be found."""
+
+    exit_code = 2
+
+
+class EndpointNotFoundError(AwsError, LookupError):
+    """No endpoint (or local deployment) has the name given: a usage error, exit code 2."""
 
     exit_code = 2
 

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from inf2_serving.schema import lone_surrogate_at
 
-from .errors import ConfigError, CredentialsError, InvocationError
+from .errors import ConfigError, CredentialsError, EndpointNotFoundError, InvocationError
 from .jsonlines import JsonLinesError, iter_json_lines
 from .spec import _SAGEMAKER_NAME  # the spec's own rule, so the two cannot drift
 
@@ -308,7 +308,9 @@ def _aws_error(exc: Exception, endpoint_name: str) -> Exception:
         message = f"{code}: {message}"
         status = status if status and status >= 400 else 500
     elif code == "ValidationError" and "not found" in message.lower():
-        hint = "inf2-deploy list shows your deployments"
+        return EndpointNotFoundError(f"{endpoint_name}: {message}", code="NotFound", field="name",
+                                     value=endpoint_name, hint="see `inf2-deploy list`",
+                                     request_id=metadata.get("RequestId"))
     elif code == "ModelNotReadyException":
         hint = f"the model is still loading; inf2-deploy status {endpoint_name}"
     return InvocationError(f"{endpoint_name}: {message}", status=status, hint=hint,

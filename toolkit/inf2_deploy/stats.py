@@ -47,13 +47,15 @@ class RequestTiming:
         start: when the request was sent.
         token_times: when each output token arrived, in order.
         end: when the response was complete (or failed).
-        error: a short description of the failure, or None when the request succeeded.
+        error: a short description of the failure (its kind, for counting), or None when it succeeded.
+        message: the failure's full message.
     """
 
     start: float
     token_times: tuple[float, ...]
     end: float
     error: str | None = None
+    message: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,7 +84,8 @@ class RequestTiming:
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "output_tokens": self.output_tokens,
-                "ttft": self.ttft, "tpot": self.tpot, "e2e": self.e2e, "error": self.error}
+                "ttft": self.ttft, "tpot": self.tpot, "e2e": self.e2e, "error": self.error,
+                "message": self.message}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["add_parser", "run", "parse_concurrency"]
 
@@ -124,4 +125,7 @@ def run(args: argparse.Namespace) -> int:
         from ..bench_plot import plot_bench
 
         console.print(f"plot: {plot_bench(result, args.plot)}")
-    return 1 if all(level.stats.errors == level.stats.requests for level in result.levels) else 0
+    if all(level.stats.errors == level.stats.requests for level in result.levels):
+        print(f"error: every request failed; the first: {result.first_error}", file=sys.stderr)
+        return 1
+    return 0

@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     if not printed:
+        from ..endpoint import find_endpoint, missing_endpoint
+
+        sagemaker = session.client("sagemaker")
+        if find_endpoint(sagemaker, args.name) is None:  # a deleted endpoint's logs remain; no lines, no endpoint
+            raise missing_endpoint(sagemaker, args.name, session.region)
         print(f"no log lines in {tailer.group} in the last {args.since:g} minutes "
               "(the group appears once a container starts)", file=sys.stderr)
     return 0

@@ -20,15 +20,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _sagemaker_status(name: str, region: str | None) -> dict:
     from ..aws import aws_errors, make_session
-    from ..endpoint import find_endpoint
-    from ..errors import AwsError
+    from ..endpoint import find_endpoint, missing_endpoint
 
     session = make_session(region)
     sagemaker = session.client("sagemaker")
     endpoint = find_endpoint(sagemaker, name)
     if endpoint is None:
-        raise AwsError(f"no endpoint named {name} in {session.region}", code="NotFound",
-                       hint="see `inf2-deploy list`")
+        raise missing_endpoint(sagemaker, name, session.region)
     with aws_errors(f"sagemaker:DescribeEndpointConfig {endpoint.config_name}"):
         variant = sagemaker.describe_endpoint_config(
             EndpointConfigName=endpoint.config_name)["ProductionVariants"][0]
