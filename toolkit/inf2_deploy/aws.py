@@ -49,6 +49,26 @@ def _remember_call(model: Any, **kwargs: Any) -> None:
     _last_call[:] = [f"{model.service_model.service_name}:{model.name}"]
 
 
+# A connection cut right after the status line reaches botocore as a complete answer with
+# no headers and no body: an empty "success" (a KeyError later) or an error with no code.
+# Every real AWS answer has headers, so such an answer is retried like a reset connection,
+# and reported as one once these retries are spent.
+_CUT_ANSWER_RETRIES = 2
+
+
+def _retry_cut_answer(response: Any, attempts: int, **kwargs: Any) -> float | None:
+    if response is not None and not response[0].headers and attempts <= _CUT_ANSWER_RETRIES:
+        return 0.1 * attempts
+    return None
+
+
+def _reject_cut_answer(http_response: Any, model: Any, **kwargs: Any) -> None:
+    if http_response is not None and not http_response.headers:
+        action = f"{model.service_model.service_name}:{model.name}"
+        raise AwsError(f"{action} failed: the answer ended after its status line (the connection was cut)",
+                       code="IncompleteAnswer", hint=_NETWORK_HINT)
+
+
 def last_call() -> str | None:
     """``service:Operation`` of the latest call our clients made, if any."""
     return _last_call[0] if _last_call else None
@@ -80,6 +100,8 @@ class Session:
         if service not in self._clients:
             client = self.boto_session.client(service, region_name=self.region, config=CLIENT_CONFIG)
             client.meta.events.register("before-call", _remember_call)
+            client.meta.events.register("needs-retry", _retry_cut_answer)
+            client.meta.events.register("after-call", _reject_cut_answer)
             self._clients[service] = client
         return self._clients[service]
 

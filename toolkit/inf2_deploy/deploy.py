@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from .aws import Session, aws_errors, error_code, is_not_found, make_session
 from .endpoint import (
+    TAG_ENDPOINT,
     TAG_FINGERPRINT,
     TAG_MANAGED,
     TAG_SETTINGS,
@@ -384,15 +385,24 @@ def delete_deployment(
     Returns:
         What was deleted, e.g. ``["endpoint E", "endpoint config C", "model M", "3 S3 objects"]``.
 
+    When the endpoint is gone but configs or models this toolkit made for it remain (an
+    earlier delete stopped midway), those are deleted.
+
     Raises:
-        AwsError: no such endpoint (code ``NotFound``), it is still being created and ``wait``
-            is false (code ``EndpointBusy``), or a call failed.
+        EndpointNotFoundError: no such endpoint and nothing left of one (exit code 2).
+        AwsError: the endpoint is still being created and ``wait`` is false (code
+            ``EndpointBusy``), or a call failed.
     """
     session = session or make_session()
     sagemaker = session.client("sagemaker")
     endpoint = find_endpoint(sagemaker, name)
     if endpoint is None:
-        raise missing_endpoint(sagemaker, name, session.region)
+        # An earlier delete (or deploy) may have stopped after the endpoint went, leaving its
+        # config and model behind: finish the job instead of saying there is nothing.
+        leftovers = _leftovers(sagemaker, name)
+        if not leftovers:
+            raise missing_endpoint(sagemaker, name, session.region)
+        return [f"{kind} {resource}" for kind, resource in leftovers if _delete(sagemaker, kind, resource)]
     if endpoint.status in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
         if not wait:
             raise AwsError(
@@ -427,6 +437,23 @@ def delete_deployment(
         bucket, prefix = split_s3_uri(uri)
         deleted.append(f"{delete_prefix(s3, bucket, prefix)} S3 objects under {uri}")
     return deleted
+
+
+def _leftovers(sagemaker: Any, name: str) -> list[tuple[str, str]]:
+    """Endpoint configs and models this toolkit made for endpoint ``name``, newest config first."""
+    found = []
+    for kind, operation, key, arn_key in (("endpoint config", "list_endpoint_configs", "EndpointConfigs",
+                                           "EndpointConfigArn"), ("model", "list_models", "Models", "ModelArn")):
+        label = "EndpointConfigName" if kind == "endpoint config" else "ModelName"
+        with aws_errors(f"sagemaker:{operation} {name}-*"):
+            for page in sagemaker.get_paginator(operation).paginate(NameContains=name):
+                for item in page.get(key, []):
+                    if not item[label].startswith(f"{name}-"):
+                        continue
+                    tags = _tags_of(sagemaker, item[arn_key])
+                    if tags.get(TAG_MANAGED) == "true" and tags.get(TAG_ENDPOINT) == name:
+                        found.append((kind, item[label]))
+    return found
 
 
 def _sagemaker_deployments(session: Session) -> list[DeploymentInfo]:
