@@ -292,7 +292,10 @@ def _aws_error(exc: Exception, endpoint_name: str) -> Exception:
         return CredentialsError(f"no usable AWS credentials: {exc}",
                                 hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     if not isinstance(exc, ClientError):
-        return InvocationError(f"cannot reach the SageMaker runtime for {endpoint_name}: {exc}")
+        from .aws import last_call
+
+        return InvocationError(f"{last_call() or 'sagemaker-runtime'} {endpoint_name} failed: {type(exc).__name__}: "
+                               f"{exc}", hint="the network failed after botocore's retries; try again")
     response = exc.response
     error = response.get("Error", {})
     code = error.get("Code", "")
