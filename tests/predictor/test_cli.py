@@ -44,14 +44,14 @@ def test_invoke_a_sagemaker_endpoint_by_name(stubbed_runtime: Stubber, capsys: p
     assert code == 0 and capsys.readouterr().out == " there\n"
 
 
-def test_invoke_an_unknown_endpoint_is_one_line_exit_1(stubbed_runtime: Stubber,
+def test_invoke_an_unknown_endpoint_is_one_line_exit_2(stubbed_runtime: Stubber,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     stubbed_runtime.add_client_error("invoke_endpoint", service_error_code="ValidationError",
                                      service_message="Endpoint nope of account 123456789012 not found.",
                                      http_status_code=400)
-    assert main(["invoke", "nope", "Hi"]) == 1
+    assert main(["invoke", "nope", "Hi"]) == 2  # a name that names nothing is a usage error
     err = _one_line_error(capsys)
-    assert "nope" in err and "not found" in err and "inf2-deploy list" in err
+    assert err.startswith("error: name: nope: ") and "not found" in err and "inf2-deploy list" in err
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from inf2_deploy.errors import ConfigError, CredentialsError, InvocationError
+from inf2_deploy.errors import ConfigError, CredentialsError, EndpointNotFoundError, InvocationError
 from inf2_deploy.predictor import GENERATION_PARAMETERS, Predictor, check_parameters
 from sagemaker_eventstream import payload_part, serve_event_stream, stream_exception
 
@@ -77,9 +77,9 @@ def test_validation_error_for_a_missing_endpoint(runtime: Any) -> None:
     with Stubber(runtime) as stub:
         stub.add_client_error("invoke_endpoint", service_error_code="ValidationError", http_status_code=400,
                               service_message="Endpoint gptj-prod of account 123456789012 not found.")
-        with pytest.raises(InvocationError) as caught:
+        with pytest.raises(EndpointNotFoundError) as caught:
             Predictor("gptj-prod", client=runtime).generate("Hello")
-    assert caught.value.status == 400
+    assert caught.value.field == "name" and caught.value.value == "gptj-prod" and caught.value.exit_code == 2
     assert "not found" in str(caught.value) and "inf2-deploy list" in str(caught.value)
 
 

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-from botocore.stub import Stubber
 from inf2_deploy.cli import main
 from inf2_deploy.errors import AwsError
 
@@ -45,21 +44,6 @@ def test_a_missing_endpoint_is_exit_2_naming_those_that_exist(one_endpoint: str,
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (f"error: name: no endpoint named gone in {REGION} (endpoints there: {one_endpoint}) "
                    "(see `inf2-deploy list`)")
-
-
-def test_invoking_a_missing_endpoint_is_exit_2(fake_aws_env: None, capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from inf2_deploy import predictor
-
-    client = predictor.runtime_client(region=REGION)
-    stub = Stubber(client)
-    stub.add_client_error("invoke_endpoint", service_error_code="ValidationError", http_status_code=400,
-                          service_message="Endpoint gone of account 123456789012 not found.")
-    monkeypatch.setattr(predictor, "runtime_client", lambda **_: client)
-    with stub:
-        assert main(["invoke", "gone", "Hello", "--region", REGION]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: name: gone: Endpoint gone of account") and err.count("\n") == 1
 
 
 def test_network_failures_are_exit_1_and_debug_shows_the_cause(fake_aws_env: None, unused_port: int,

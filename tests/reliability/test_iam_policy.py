@@ -82,8 +82,8 @@ def test_policies_are_well_formed_and_scoped() -> None:
             resources = _listify(statement["Resource"])
             if resources == ["*"]:  # only actions without resource-level permissions may use "*"
                 assert set(_listify(statement["Action"])) <= {
-                    "sagemaker:ListEndpoints", "sts:GetCallerIdentity", "ecr:GetAuthorizationToken",
-                    "cloudwatch:PutMetricData"}, statement
+                    "sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs", "sagemaker:ListModels",
+                    "sts:GetCallerIdentity", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}, statement
             else:
                 assert all(r.startswith("arn:aws:") for r in resources)
     deployer = policies["deployer"]
@@ -168,6 +168,7 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
     with pytest.raises(InvocationError):  # moto has no InvokeEndpointWithResponseStream
         list(predictor.stream("Hello"))
     assert main(["delete", "tiny", "--purge-artifacts", "--region", REGION]) == 0
+    assert main(["delete", "tiny", "--region", REGION]) == 2  # nothing left: looks for leftovers, then says so
     capsys.readouterr()
 
     policy = deployer_policy(BUCKET, region=REGION, account=ACCOUNT, role_name=ROLE_NAME, endpoint_name="tiny")

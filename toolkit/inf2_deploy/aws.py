@@ -56,14 +56,19 @@ def _remember_call(model: Any, **kwargs: Any) -> None:
 _CUT_ANSWER_RETRIES = 2
 
 
+def _cut(http_response: Any) -> bool:
+    # raw is the answer read off the wire; a canned answer (botocore's Stubber) has none.
+    return http_response is not None and http_response.raw is not None and not http_response.headers
+
+
 def _retry_cut_answer(response: Any, attempts: int, **kwargs: Any) -> float | None:
-    if response is not None and not response[0].headers and attempts <= _CUT_ANSWER_RETRIES:
+    if response is not None and _cut(response[0]) and attempts <= _CUT_ANSWER_RETRIES:
         return 0.1 * attempts
     return None
 
 
 def _reject_cut_answer(http_response: Any, model: Any, **kwargs: Any) -> None:
-    if http_response is not None and not http_response.headers:
+    if _cut(http_response):
         action = f"{model.service_model.service_name}:{model.name}"
         raise AwsError(f"{action} failed: the answer ended after its status line (the connection was cut)",
                        code="IncompleteAnswer", hint=_NETWORK_HINT)

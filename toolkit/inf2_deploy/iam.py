@@ -152,8 +152,11 @@ def deployer_policy(
         ),
         _statement("InvokeEndpoint", ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
                    [f"{arn}:endpoint/{sm_endpoint}"]),
-        # ListEndpoints has no resource-level permissions; `inf2-deploy list` needs it.
-        _statement("ListEndpoints", ["sagemaker:ListEndpoints"], "*"),
+        # The List actions have no resource-level permissions. `inf2-deploy list` and the not-found
+        # hint need ListEndpoints; `delete` of an endpoint already gone lists the configs and models
+        # an interrupted delete left.
+        _statement("ListResources", ["sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs",
+                                     "sagemaker:ListModels"], "*"),
         # HeadBucket is authorized by s3:ListBucket and sends no prefix, so no s3:prefix condition.
         # ListBucketMultipartUploads finds uploads a killed uploader left under the artifact's prefix;
         # AbortMultipartUpload (below) removes them.
