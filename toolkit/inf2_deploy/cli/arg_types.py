@@ -1,9 +1,10 @@
-"""argparse value types shared by commands; a bad value is a usage error (exit 2) naming the flag."""
+"""argparse pieces shared by commands: value types (a bad value is a usage error, exit 2, naming the
+flag) and the NAME-or---url target."""
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["fraction", "positive_int"]
+__all__ = ["add_target_arguments", "fraction", "positive_int"]
 
 
 def positive_int(text: str) -> int:
@@ -20,3 +21,10 @@ def fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError("must be at least 0 and below 1")
     return value
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """NAME (a SageMaker endpoint or local deployment) or ``--url``, exactly one of them."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("name", nargs="?", help="SageMaker endpoint or local deployment name")
+    where.add_argument("--url", help="base URL of an LMI-compatible server, e.g. http://127.0.0.1:8080")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .arg_types import add_target_arguments
+
 __all__ = ["add_parser", "run", "parse_concurrency"]
 
 
@@ -26,9 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "report p50/p90/p99 TTFT, TPOT and end-to-end latency, output tokens/s, requests/s, errors and "
         "cost per 1M output tokens.",
     )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("name", nargs="?", help="SageMaker endpoint or local deployment name")
-    where.add_argument("--url", help="base URL of an LMI-compatible server, e.g. http://127.0.0.1:8080")
+    add_target_arguments(parser)
     parser.add_argument("--concurrency", type=parse_concurrency, default=(1, 4, 8), metavar="N,N,...",
                         help="concurrency levels to measure (default 1,4,8)")
     amount = parser.add_mutually_exclusive_group()

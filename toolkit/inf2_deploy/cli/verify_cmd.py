@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .arg_types import fraction, positive_int
+from .arg_types import add_target_arguments, fraction, positive_int
 
 __all__ = ["add_parser", "render_report", "run"]
 
@@ -17,9 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "returns against transformers on the CPU, on the same artifact. Exit 0 when the first --tokens tokens "
         "of every prompt agree (near-ties within --margin allowed for fp16/bf16 rounding), else 1.",
     )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("name", nargs="?", help="SageMaker endpoint or local deployment name")
-    where.add_argument("--url", help="base URL of an LMI-compatible server, e.g. http://127.0.0.1:8080")
+    add_target_arguments(parser)
     parser.add_argument("--artifact", metavar="PATH_OR_S3",
                         help="the artifact folder or s3:// prefix (default: the deployment's own; S3 is copied "
                              "into the local cache)")
