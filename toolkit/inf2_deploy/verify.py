@@ -124,6 +124,7 @@ class ReferenceModel:
             raise ConfigError("verify computes a reference on the CPU and needs torch and transformers",
                               field="reference_dtype", value=dtype,
                               hint='pip install "inf2-deploy[serve]" (and the CPU build of torch)') from None
+        transformers.utils.logging.disable_progress_bar()  # our caller draws progress, not transformers
         # transformers 5 renamed from_pretrained's torch_dtype to dtype.
         dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         weights_dtype = {dtype_key: torch.bfloat16 if dtype == "bf16" else torch.float32}

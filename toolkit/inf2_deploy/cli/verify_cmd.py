@@ -40,12 +40,13 @@ def render_report(report, console) -> None:  # noqa: ANN001 - VerifyReport and r
 
     table = Table(title=f"verify {report.target} against {report.reference_dtype} on the CPU",
                   title_justify="left")
-    for column in ("prompt", "prompt tokens", "compared", "exact", "near-ties", "first divergence", "endpoint"):
-        table.add_column(column, overflow="fold")
+    for column in ("prompt", "in", "agree", "ties", "diverges at", "endpoint text"):
+        table.add_column(column, overflow="ellipsis", no_wrap=column != "diverges at")
     for verdict in report.prompts:
         where = "-" if verdict.agrees else f"token {verdict.first_divergence} (reference: {verdict.reference_choice!r})"
-        table.add_row(verdict.label, str(verdict.prompt_tokens), str(verdict.compared), str(verdict.exact),
-                      str(verdict.near_ties), where, repr(verdict.endpoint_text[:60]))
+        table.add_row(verdict.label.split()[0], str(verdict.prompt_tokens),
+                      f"{verdict.exact + verdict.near_ties}/{verdict.compared}", str(verdict.near_ties), where,
+                      repr(verdict.endpoint_text[:24]))
     console.print(table)
     verdict = "[green]agrees[/green]" if report.ok else "[red]disagrees[/red]"
     console.print(f"{verdict}: {report.agreement:.1%} of compared tokens agree (first {report.tokens} per prompt, "
