@@ -1,7 +1,7 @@
 """Run every benchmark in turn; each appends its dated section to docs/performance.md (``make bench``).
 
-Order: CLI start-up, serving on tiny-gptj, package-only (when benchmarks/package_bench.py
-exists), package and upload to loopback S3 (several minutes and ~6 GB of temp files,
+Order: CLI start-up, serving on tiny-gptj, the correctness checks' costs, package-only
+(when benchmarks/package_bench.py exists), package and upload to loopback S3 (several minutes and ~6 GB of temp files,
 removed afterwards), then the static Inferentia2 section. Extra arguments are passed
 to none of them; run a script directly for its options.
 """
@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("cli_startup.py", "serving_bench.py", "package_bench.py", "upload_bench.py", "inferentia2.py")
+SCRIPTS = ("cli_startup.py", "serving_bench.py", "correctness_bench.py", "package_bench.py", "upload_bench.py",
+           "inferentia2.py")
 
 
 def main() -> int:
