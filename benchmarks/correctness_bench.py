@@ -15,12 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "serving" / "standins"))  # transformers_neuronx stand-in
 from report import append_section  # noqa: E402
+from soak import free_port, wait_ready  # noqa: E402
 
 
 def self_check_ms(folder: Path, backend: str, runs: int) -> list[float]:
@@ -39,18 +38,12 @@ def self_check_ms(folder: Path, backend: str, runs: int) -> list[float]:
 
 
 def verify_seconds(artifact: Path, runs: int) -> list[float]:
-    port = 18200
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "inf2_serving.server", str(artifact), "--port", str(port),
                                "--backend", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
+        wait_ready(url, server, timeout=60)
         times = []
         for _ in range(runs):
             start = time.perf_counter()
