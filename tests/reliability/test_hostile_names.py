@@ -28,6 +28,7 @@ def test_plan_model_references(fake_aws_env: None, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize("argv, field", [
     (["package", "--model", "tiny-gptj", "-o", f"/tmp/{LONG_NAME}"], "output"),
     (["package", "--model", "tiny-gptj", "-o", NOT_UTF8], "output"),
+    (["package", "--model", "tiny-gptj", "-o", "/proc/inf2-deploy-artifact"], "output"),  # no one may write there
     (["plan", "--config", f"/tmp/{LONG_NAME}.yaml"], "config"),
     (["plan", "--config", NOT_UTF8 + ".yaml"], "config"),
     (["bench", "--url", "http://127.0.0.1:9", "--tokenizer", f"/tmp/{LONG_NAME}"], "tokenizer"),
@@ -60,3 +61,15 @@ def test_a_file_where_the_output_folder_is_expected(fake_aws_env: None, tmp_path
     target = tmp_path / "artifact"
     target.write_text("not a folder")
     _one_line_error(capsys, main(["package", "--model", "tiny-gptj", "-o", str(target)]), 2, "output")
+
+
+def test_an_os_error_no_check_foresaw_is_one_line(fake_aws_env: None, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from inf2_deploy.cli import plan_cmd
+
+    def denied(args):  # noqa: ANN001, ANN202
+        raise PermissionError(13, "Permission denied", "/srv/models/gptj/config.json")
+
+    monkeypatch.setattr(plan_cmd, "run", denied)
+    assert main(["plan"]) == 1
+    assert capsys.readouterr().err == "error: Permission denied: /srv/models/gptj/config.json\n"

@@ -240,9 +240,13 @@ def model_config_for(model: str) -> dict[str, Any]:
     if model.startswith("s3://"):
         return _s3_config(model)
     path = Path(model).expanduser()
-    if path.is_dir():
+    try:
+        is_folder, exists = path.is_dir(), path.exists()
+    except OSError as exc:  # e.g. no permission to look inside a parent folder
+        raise ModelSourceError(f"cannot look at {model}: {exc.strerror or exc}", field="model", value=model) from None
+    if is_folder:
         return _read_json(path / "config.json", model)
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+    if exists or model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise ModelSourceError(
             f"{model!r} is neither a checkpoint folder nor a Hugging Face id (owner/name)",
             field="model",

@@ -311,6 +311,19 @@ def _move_into_place(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_writable(target: Path) -> None:
+    """Fail now, naming ``output``, if the artifact's folder cannot be created: not after converting.
+
+    A real write is tried: ``os.access`` says yes to root even where the filesystem says no.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=target.parent))
+    except OSError as exc:
+        raise ConfigError(f"cannot create {target}: {exc.strerror or exc}", field="output",
+                          value=str(target)) from None
+
+
 def package(
     spec_or_plan: DeploymentSpec | Plan,
     output: str | os.PathLike[str],
@@ -355,6 +368,7 @@ def package(
                           value=max_shard_bytes)
     target = check_path(output, "output").absolute()
     existing = _existing_artifact(target)
+    _check_writable(target)
     checkpoint = resolve_checkpoint(plan.spec.model, cache_dir=cache, progress=progress)
     # The checkpoint's own config decides the tensor shapes (the plan may have used a built-in copy).
     ModelFacts.from_config(checkpoint.config, source=checkpoint.source["id"])

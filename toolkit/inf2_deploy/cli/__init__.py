@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ..errors import Inf2DeployError
 from ..version import __version__
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _translated(exc: Exception) -> Exception | None:
+    if isinstance(exc, OSError) and not isinstance(exc, Inf2DeployError) and exc.filename:
+        # A file the user named that no check foresaw: its path and the OS's reason, in one line.
+        return Inf2DeployError(f"{exc.strerror or exc}: {exc.filename}")
     if not type(exc).__module__.startswith("botocore."):  # botocore stays unimported for --help
         return None
     from ..aws import translate_botocore_error
@@ -64,8 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ..errors import Inf2DeployError
-
     try:
         try:
             return int(args.run(args) or 0)
