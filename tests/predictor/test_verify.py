@@ -36,7 +36,7 @@ class GreedyPredictor:
             chosen = eos if step == self.stop_at else self.pick(step, logits)
             ids.append(int(logits.argmax()) if chosen is None else chosen)
             yield {"token": {"id": ids[-1], "text": ""}}
-            if ids[-1] == eos:
+            if ids[-1] == eos or ids[-1] >= logits.shape[0]:  # EOS, or an id no model could continue from
                 return
 
 
@@ -87,6 +87,13 @@ def test_stopping_early_is_scored_like_any_other_token(reference: ReferenceModel
     report = verify(GreedyPredictor(reference, stop_at=5), artifact=tiny_artifact, margin=0)
     assert not report.ok
     assert all(p.first_divergence == 5 and p.compared == 6 for p in report.prompts)
+
+
+def test_a_token_outside_the_vocabulary_is_a_divergence(reference: ReferenceModel, tiny_artifact: Path) -> None:
+    vocab = reference.model.config.vocab_size
+    report = verify(GreedyPredictor(reference, pick=lambda step, logits: vocab + 7 if step == 2 else None),
+                    artifact=tiny_artifact, margin=0.5)
+    assert not report.ok and all(p.first_divergence == 2 for p in report.prompts)
 
 
 def test_bad_arguments_name_their_field(reference: ReferenceModel, tiny_artifact: Path) -> None:

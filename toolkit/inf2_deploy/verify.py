@@ -167,12 +167,19 @@ def _score(label: str, reference: ReferenceModel, prompt_ids: list[int], endpoin
            tokens: int, margin: float) -> PromptVerdict:
     # The endpoint streams its EOS token too, so an early stop is scored like any other choice.
     expected = endpoint_ids[:tokens]
+    vocab = reference.model.config.vocab_size
+    outside = next((i for i, token in enumerate(expected) if not 0 <= token < vocab), None)
+    if outside is not None:  # nothing after an id the model does not have can be scored
+        expected = expected[:outside + 1]
     logits = reference.next_token_logits(prompt_ids, expected[:-1])
     exact = ties = 0
     divergence = choice = None
     for position, token in enumerate(expected):
         row = logits[position]
         top = int(row.argmax())
+        if position == outside:  # an id outside the model's vocabulary agrees with nothing
+            divergence, choice = position, reference.tokenizer.decode([top])
+            break
         if token == top:
             exact += 1
             continue
