@@ -116,6 +116,7 @@ def test_verify_url_with_the_artifact_agrees(server_url: str, tiny_artifact: Pat
     assert main(["verify", "--url", server_url, "--artifact", str(tiny_artifact), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["agreement"] == 1.0 and len(report["prompts"]) == 3
+    assert all(len(p["endpoint_ids"]) == p["compared"] == 16 for p in report["prompts"])
 
 
 @pytest.mark.slow

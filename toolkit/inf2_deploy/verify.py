@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InvocationError, ModelSourceError
+from .floors import REFERENCE_DTYPE_BYTES
 from .validators import check_path
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
 
 DEFAULT_TOKENS = 16
 DEFAULT_MARGIN = 0.02
-REFERENCE_DTYPES = ("bf16", "fp32")
 _SHORT = "The capital of France is"
 _NON_ASCII = "Le café de la gare coûte 3 € — 東京の天気は"
 _LONG_SENTENCE = ("The committee met on a rainy Tuesday to review the harbour plans, the budget for the new "
@@ -68,7 +68,8 @@ class PromptVerdict:
         return self.first_divergence is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "prompt_tokens": self.prompt_tokens, "compared": self.compared,
+        return {"label": self.label, "prompt_tokens": self.prompt_tokens, "endpoint_ids": list(self.endpoint_ids),
+                "compared": self.compared,
                 "exact": self.exact, "near_ties": self.near_ties, "first_divergence": self.first_divergence,
                 "agrees": self.agrees, "endpoint_text": self.endpoint_text,
                 "reference_choice": self.reference_choice}
@@ -113,8 +114,8 @@ class ReferenceModel:
             ConfigError: ``dtype`` is not bf16 or fp32, or torch/transformers are missing.
             ModelSourceError: the folder holds no loadable model.
         """
-        if dtype not in REFERENCE_DTYPES:
-            raise ConfigError(f"reference dtype must be one of {', '.join(REFERENCE_DTYPES)}",
+        if dtype not in REFERENCE_DTYPE_BYTES:
+            raise ConfigError(f"reference dtype must be one of {', '.join(REFERENCE_DTYPE_BYTES)}",
                               field="reference_dtype", value=dtype)
         try:
             import torch

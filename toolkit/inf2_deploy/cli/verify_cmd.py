@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..floors import REFERENCE_DTYPE_BYTES
 from .arg_types import add_target_arguments, fraction, positive_int
 
 __all__ = ["add_parser", "render_report", "run"]
@@ -21,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--artifact", metavar="PATH_OR_S3",
                         help="the artifact folder or s3:// prefix (default: the deployment's own; S3 is copied "
                              "into the local cache)")
-    parser.add_argument("--reference-dtype", choices=("fp32", "bf16"), default="fp32",
+    parser.add_argument("--reference-dtype", choices=tuple(REFERENCE_DTYPE_BYTES), default="fp32",
                         help="dtype of the CPU reference (default fp32; bf16 halves its memory: 12.1 GB for "
                              "GPT-J-6B instead of 24.2)")
     parser.add_argument("--tokens", type=positive_int, default=16, metavar="N",
