@@ -50,7 +50,7 @@ test-compat: $(COMPAT_VENV)/.installed
 	$(COMPAT_VENV)/bin/python -m pytest -q tests/serving
 
 demo: install
-	$(PY) -m inf2_deploy.demo
+	$(PY) tools/demo.py
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -39,7 +39,7 @@ def self_check_ms(folder: Path, backend: str, runs: int) -> list[float]:
 
 def verify_seconds(artifact: Path, runs: int) -> list[float]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "inf2_serving.server", str(artifact), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "inf2_deploy.local.server", str(artifact), "--port", str(port),
                                "--backend", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -60,9 +60,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    from inf2_deploy.packager import package
-    from inf2_deploy.spec import load_spec
-    from inf2_deploy.tiny import build_tiny_gptj
+    from inf2_deploy.artifact.packager import package
+    from inf2_deploy.artifact.tiny import build_tiny_gptj
+    from inf2_deploy.spec.deployment_spec import load_spec
 
     with tempfile.TemporaryDirectory() as scratch:
         tiny = build_tiny_gptj(Path(scratch) / "tiny")

@@ -31,7 +31,7 @@ PUBLISHED = (
 
 def decode_floor_table() -> tuple[str, float]:
     """Markdown rows of the batch-1 decode floor per configuration, and the one-chip floor in ms."""
-    from inf2_deploy.catalog import GPTJ_6B_CONFIG, INSTANCES, gptj_tensor_shapes
+    from inf2_deploy.spec.catalog import GPTJ_6B_CONFIG, INSTANCES, gptj_tensor_shapes
 
     parameters = sum(math.prod(shape) for shape in gptj_tensor_shapes(GPTJ_6B_CONFIG).values())
     weights = parameters * BYTES_FP16

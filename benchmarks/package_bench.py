@@ -65,8 +65,8 @@ def layers_for(size_gib: float) -> int:
 def build_checkpoint(folder: Path, n_layer: int) -> int:
     """Write a sharded fp32 GPT-J checkpoint (one shard per tensor group) with bounded memory; return bytes."""
     import numpy as np
-    from inf2_deploy.catalog import gptj_tensor_shapes
-    from inf2_deploy.tiny import TINY_GPTJ_CONFIG, build_tiny_gptj
+    from inf2_deploy.artifact.tiny import TINY_GPTJ_CONFIG, build_tiny_gptj
+    from inf2_deploy.spec.catalog import gptj_tensor_shapes
     from safetensors.numpy import save_file
 
     config = {**TINY_GPTJ_CONFIG, "n_layer": n_layer, "n_embd": N_EMBD, "n_head": N_HEAD, "rotary_dim": 64,

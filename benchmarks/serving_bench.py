@@ -4,7 +4,7 @@
     rules, incremental decoding) against ``model.generate`` on the handler's own model for
     the same prompt and the same greedy tokens, alternating, median of ``--repeats``.
     Target: at most 10% slower.
-(2) Throughput through the local HTTP server (``inf2_serving.server``, batch_size 4,
+(2) Throughput through the local HTTP server (``inf2_deploy.local.server``, batch_size 4,
     dynamic batching) at concurrency 1, 4 and 8 with non-streaming requests, in rounds
     so that every level sees the same machine load. Target: concurrency 8 at least 3x
     concurrency 1 in output tokens/s. ``inf2-deploy bench`` (streaming, also batched by
@@ -35,9 +35,9 @@ LEVELS = (1, 4, 8)
 def handler_overhead(model_dir: Path, prompt: str, new_tokens: int, repeats: int) -> dict[str, Any]:
     """Median seconds of handler.generate and of raw model.generate for the same greedy tokens."""
     import torch
+    from inf2_deploy.local.server import load_artifact_properties
     from inf2_serving.handler import ModelHandler
     from inf2_serving.schema import parse_request
-    from inf2_serving.server import load_artifact_properties
 
     handler = ModelHandler()
     handler.initialize(load_artifact_properties(model_dir, backend="cpu"))  # what the server would load
@@ -116,12 +116,12 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs")
     args = parser.parse_args()
 
-    from inf2_deploy.benchmarking import bench, make_prompts
+    from inf2_deploy.benchmarking.runner import bench, make_prompts
 
     with tempfile.TemporaryDirectory(prefix="inf2-serving-bench-") as tmp:
         os.environ["INF2_DEPLOY_HOME"] = tmp  # local deployment records and caches stay in the temp folder
-        from inf2_deploy.local import deploy_local
-        from inf2_deploy.spec import DeploymentSpec
+        from inf2_deploy.local.deployments import deploy_local
+        from inf2_deploy.spec.deployment_spec import DeploymentSpec
         from transformers import AutoTokenizer
 
         deployment = deploy_local(DeploymentSpec(model="tiny-gptj", batch_size=4, n_positions=256),

@@ -1,6 +1,6 @@
 """Soak the local server: concurrent streaming and non-streaming clients plus mid-stream disconnects.
 
-Starts ``python -m inf2_serving.server`` on 127.0.0.1 for the tiny GPT-J (CPU
+Starts ``python -m inf2_deploy.local.server`` on 127.0.0.1 for the tiny GPT-J (CPU
 backend), then for ``--duration`` seconds runs ``--clients`` clients in a loop
 (half streaming, half not) and one client that opens long streams
 (``--disconnect-tokens``) and hangs up after the first line. It reports every error, latency percentiles, the server's
@@ -191,7 +191,7 @@ def soak(artifact: Path, *, clients: int, duration: float, max_new_tokens: int, 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile()
-    server = subprocess.Popen([sys.executable, "-m", "inf2_serving.server", str(artifact), "--backend", "cpu",
+    server = subprocess.Popen([sys.executable, "-m", "inf2_deploy.local.server", str(artifact), "--backend", "cpu",
                                "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=log)
     try:
         wait_ready(url, server, 180)
@@ -273,7 +273,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="inf2-soak-") as scratch:
         artifact = args.artifact
         if artifact is None:
-            from inf2_deploy.tiny import build_tiny_gptj
+            from inf2_deploy.artifact.tiny import build_tiny_gptj
 
             artifact = build_tiny_gptj(Path(scratch) / "tiny-gptj")
             (artifact / "serving.properties").write_text(SERVING_PROPERTIES, encoding="utf-8")

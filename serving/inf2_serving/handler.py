@@ -1,7 +1,7 @@
 """The handler core: initialize once, then answer requests.
 
 ``ModelHandler`` is all the DJL adapter (:mod:`inf2_serving.djl`) and the local
-server (:mod:`inf2_serving.server`) call. Its :class:`ReadinessState` drives
+server (:mod:`inf2_deploy.local.server`) call. Its :class:`ReadinessState` drives
 ``/ping``: NOT_READY until :meth:`ModelHandler.initialize` starts, LOADING while it
 loads and compiles the model and runs a warm-up generation, then READY or FAILED.
 """

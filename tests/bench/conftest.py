@@ -10,7 +10,7 @@ from bench_fakes import FakeClock
 
 @pytest.fixture(scope="session")
 def tiny_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inf2_deploy.tiny import build_tiny_gptj
+    from inf2_deploy.artifact.tiny import build_tiny_gptj
 
     return build_tiny_gptj(tmp_path_factory.mktemp("models") / "tiny-gptj")
 

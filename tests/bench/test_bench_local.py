@@ -19,8 +19,8 @@ def home(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def deployment(home):
-    from inf2_deploy.local import deploy_local
-    from inf2_deploy.spec import DeploymentSpec
+    from inf2_deploy.local.deployments import deploy_local
+    from inf2_deploy.spec.deployment_spec import DeploymentSpec
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("INF2_DEPLOY_HOME", str(home))

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from inf2_deploy.benchmarking import load_tokenizer, resolve_target
+from inf2_deploy.benchmarking.runner import load_tokenizer, resolve_target
+from inf2_deploy.client.predictor import Predictor
 from inf2_deploy.errors import AwsError, ModelSourceError
-from inf2_deploy.predictor import Predictor
 from moto import mock_aws
 
 REGION = "us-east-1"

@@ -5,9 +5,9 @@ import json
 
 import pytest
 from bench_fakes import FakeClock, FakeStreamingTarget
-from inf2_deploy.benchmarking import BenchResult, bench, default_requests, make_prompts
-from inf2_deploy.catalog import INSTANCES
+from inf2_deploy.benchmarking.runner import BenchResult, bench, default_requests, make_prompts
 from inf2_deploy.errors import ConfigError
+from inf2_deploy.spec.catalog import INSTANCES
 
 
 def test_prompts_have_exactly_the_asked_token_count(tokenizer):

@@ -6,7 +6,7 @@ import pytest
 from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inf2_deploy.stats import (
+from inf2_deploy.benchmarking.stats import (
     PERCENTILES,
     RequestTiming,
     cost_per_million_tokens,

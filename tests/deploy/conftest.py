@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import sagemaker_fakes
-from inf2_deploy.spec import load_spec
+from inf2_deploy.spec.deployment_spec import load_spec
 from sagemaker_fakes import REGION, ROLE, FakeClock, status_script_for
 
 
@@ -29,7 +29,7 @@ def make_clock() -> type[FakeClock]:
 @pytest.fixture(scope="session")
 def tiny_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny-gptj packaged once per session by the real packager (offline, about 3 s)."""
-    from inf2_deploy.packager import package
+    from inf2_deploy.artifact.packager import package
 
     root = tmp_path_factory.mktemp("tiny-artifact")
     spec = load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION)
@@ -38,7 +38,7 @@ def tiny_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_artifact(tiny_artifact_dir: Path):
-    from inf2_deploy.manifest import Artifact
+    from inf2_deploy.artifact.manifest import Artifact
 
     return Artifact.load(tiny_artifact_dir)
 
@@ -55,7 +55,7 @@ def session(service_loader) -> Iterator:
     """An inf2_deploy Session on moto's in-memory AWS."""
     import boto3
     import botocore.session
-    from inf2_deploy.aws import Session
+    from inf2_deploy.aws.session import Session
     from moto import mock_aws
 
     core = botocore.session.Session()
@@ -69,7 +69,7 @@ def make_client(service_loader):
     """``make_client(service)``: a client with the toolkit's retry config, for Stubber tests."""
     import boto3
     import botocore.session
-    from inf2_deploy.aws import CLIENT_CONFIG
+    from inf2_deploy.aws.session import CLIENT_CONFIG
 
     def make(service: str):
         core = botocore.session.Session()

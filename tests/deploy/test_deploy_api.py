@@ -4,7 +4,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from inf2_deploy import deploy_gptj
-from inf2_deploy.deploy import Deployment
+from inf2_deploy.aws.deploy import Deployment
 from inf2_deploy.errors import ConfigError
 from sagemaker_fakes import REGION, ROLE
 
@@ -45,7 +45,7 @@ def test_local_goes_to_the_local_server_with_the_same_spec(no_aws, monkeypatch, 
         calls.append((spec, kwargs))
         return "local deployment"
 
-    monkeypatch.setattr("inf2_deploy.local.deploy_local", deploy_local)
+    monkeypatch.setattr("inf2_deploy.local.deployments.deploy_local", deploy_local)
     result = deploy_gptj("tiny-gptj", endpoint_name="demo", n_positions=256, port=8123, **how)
     assert result == "local deployment"
     spec, kwargs = calls[0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from inf2_deploy.aws import aws_errors, make_session
+from inf2_deploy.aws.session import aws_errors, make_session
 from inf2_deploy.errors import AwsError, CredentialsError
 from sagemaker_fakes import ACCOUNT, REGION
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
-from inf2_deploy.endpoint import Endpoint, EndpointStatus, LogTailer, resource_name, volume_size_gb
+from inf2_deploy.aws.endpoint import Endpoint, EndpointStatus, LogTailer, resource_name, volume_size_gb
 from inf2_deploy.errors import AwsError, EndpointFailedError
 from sagemaker_fakes import REGION, FakeClock
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from inf2_deploy import convert
-from inf2_deploy.deploy import deploy
-from inf2_deploy.manifest import MANIFEST_NAME
-from inf2_deploy.packager import package
-from inf2_deploy.pipeline import package_and_upload
-from inf2_deploy.s3 import upload_artifact
-from inf2_deploy.spec import load_spec
+from inf2_deploy.artifact import convert
+from inf2_deploy.artifact.manifest import MANIFEST_NAME
+from inf2_deploy.artifact.packager import package
+from inf2_deploy.aws.deploy import deploy
+from inf2_deploy.aws.pipeline import package_and_upload
+from inf2_deploy.aws.s3 import upload_artifact
+from inf2_deploy.spec.deployment_spec import load_spec
 from sagemaker_fakes import REGION
 
 BUCKET = "artifacts"
@@ -99,7 +99,7 @@ def test_manifest_goes_last_and_shards_upload_while_conversion_continues(s3, tmp
 
         return real_convert(*args, **{**kwargs, "on_file": noted})
 
-    monkeypatch.setattr("inf2_deploy.packager.convert_weights", convert_noting_files)
+    monkeypatch.setattr("inf2_deploy.artifact.packager.convert_weights", convert_noting_files)
     calls = count_calls(s3)
     s3.meta.events.register("before-parameter-build.s3.PutObject",
                             lambda params, **_: events.append(f"put {params['Key'].rsplit('/', 1)[-1]}"))
@@ -141,7 +141,7 @@ def test_failed_conversion_leaves_no_manifest_and_no_half_object_and_resumes(s3,
             raise OSError(28, "No space left on device")
         return real_cast(*args, **kwargs)
 
-    monkeypatch.setattr("inf2_deploy.packager.convert_weights", convert_noting_files)
+    monkeypatch.setattr("inf2_deploy.artifact.packager.convert_weights", convert_noting_files)
     monkeypatch.setattr(convert, "cast_array", cast_or_fail)
     output = tmp_path / "art"
     with pytest.raises(OSError, match="No space left"):

@@ -4,11 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from inf2_deploy.aws.deploy import WaitInterrupted, list_deployments
+from inf2_deploy.aws.endpoint import EndpointStatus, endpoint_config_request, model_request, settings_digest
 from inf2_deploy.cli import main
-from inf2_deploy.deploy import WaitInterrupted, list_deployments
-from inf2_deploy.endpoint import EndpointStatus, endpoint_config_request, model_request, settings_digest
-from inf2_deploy.local import LocalDeployment
-from inf2_deploy.spec import load_spec
+from inf2_deploy.local.deployments import LocalDeployment
+from inf2_deploy.spec.deployment_spec import load_spec
 from sagemaker_fakes import ROLE
 
 
@@ -63,7 +63,7 @@ def test_settings_digest_ignores_names_and_token_values_but_not_settings():
 def test_list_includes_local_deployments(monkeypatch):
     record = LocalDeployment(name="demo", url="http://127.0.0.1:8080", pid=123, artifact_dir="/a",
                              log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
-    monkeypatch.setattr("inf2_deploy.local.list_local_deployments", lambda: [record])
+    monkeypatch.setattr("inf2_deploy.local.deployments.list_local_deployments", lambda: [record])
     (item,) = list_deployments(sagemaker=False)
     assert (item.name, item.kind, item.status, item.location) == ("demo", "local", "running", record.url)
     assert item.created == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -78,7 +78,7 @@ def test_cli_deploy_local_delegates_to_the_local_server(monkeypatch, capsys):
         calls.append((spec, kwargs))
         return record
 
-    monkeypatch.setattr("inf2_deploy.local.deploy_local", deploy_local)
+    monkeypatch.setattr("inf2_deploy.local.deployments.deploy_local", deploy_local)
     assert main(["deploy", "--local", "--model", "tiny-gptj", "--endpoint-name", "demo", "--port", "8124"]) == 0
     spec, kwargs = calls[0]
     assert spec.model == "tiny-gptj" and kwargs == {"name": "demo", "port": 8124, "wait": True}
@@ -89,8 +89,9 @@ def test_cli_delete_of_a_local_name_stops_the_server(monkeypatch, capsys):
     record = LocalDeployment(name="demo", url="http://127.0.0.1:8124", pid=42, artifact_dir="/a",
                              log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
     deleted = []
-    monkeypatch.setattr("inf2_deploy.local.get_local_deployment", lambda name: record if name == "demo" else None)
-    monkeypatch.setattr("inf2_deploy.local.delete_local", lambda name: deleted.append(name) or record)
+    monkeypatch.setattr("inf2_deploy.local.deployments.get_local_deployment",
+                        lambda name: record if name == "demo" else None)
+    monkeypatch.setattr("inf2_deploy.local.deployments.delete_local", lambda name: deleted.append(name) or record)
     assert main(["delete", "demo"]) == 0
     assert deleted == ["demo"]
     assert "stopped local deployment demo" in capsys.readouterr().out
@@ -100,7 +101,7 @@ def test_cli_ctrl_c_while_waiting_prints_what_next_and_exits_130(monkeypatch, ca
     def interrupted(spec, **kwargs):
         raise WaitInterrupted("tiny", EndpointStatus.CREATING)
 
-    monkeypatch.setattr("inf2_deploy.deploy.deploy", interrupted)
+    monkeypatch.setattr("inf2_deploy.aws.deploy.deploy", interrupted)
     code = main(["deploy", "--model", "tiny-gptj", "--role", ROLE, "--endpoint-name", "tiny"])
     err = capsys.readouterr().err
     assert code == 130
@@ -110,7 +111,7 @@ def test_cli_ctrl_c_while_waiting_prints_what_next_and_exits_130(monkeypatch, ca
 
 @pytest.mark.parametrize("model", ["EleutherAI/gpt-j-6b", "/data/ckpt/GPT-J_6B/", "s3://bucket/models/gptj"])
 def test_default_endpoint_names_are_valid(model):
-    from inf2_deploy.deploy import default_endpoint_name
+    from inf2_deploy.aws.deploy import default_endpoint_name
 
     name = default_endpoint_name(load_spec(model=model))
     assert name and len(name) <= 63 and name[0].isalnum() and set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+from inf2_deploy.artifact.manifest import digest_file, write_manifest
+from inf2_deploy.aws.s3 import LIFECYCLE_RULE_ID, ensure_bucket, transfer_config, upload_artifact
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.manifest import digest_file, write_manifest
-from inf2_deploy.s3 import LIFECYCLE_RULE_ID, ensure_bucket, transfer_config, upload_artifact
 from sagemaker_fakes import REGION
 
 MIB = 1024 * 1024

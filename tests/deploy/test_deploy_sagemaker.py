@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 from inf2_deploy import version
-from inf2_deploy.deploy import WaitInterrupted, delete_deployment, deploy, list_deployments
-from inf2_deploy.endpoint import EndpointStatus
+from inf2_deploy.aws.deploy import WaitInterrupted, delete_deployment, deploy, list_deployments
+from inf2_deploy.aws.endpoint import EndpointStatus
 from inf2_deploy.errors import AwsError, EndpointFailedError
 from sagemaker_fakes import ACCOUNT, REGION, ROLE
 

@@ -5,15 +5,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_demo_runs_every_step_and_tears_down(tmp_path):
     env = {**os.environ, "INF2_DEPLOY_HOME": str(tmp_path / "home")}
     env.pop("AWS_REGION", None)
-    result = subprocess.run([sys.executable, "-m", "inf2_deploy.demo", "--workdir", str(tmp_path)],
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--workdir", str(tmp_path)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for step in ("inf2-deploy plan", "inf2-deploy package", "inf2-deploy deploy --local", "inf2-deploy invoke",

@@ -76,7 +76,7 @@ def test_invoke_boto3_against_moto(moto_server):
 @pytest.mark.slow
 def test_invoke_boto3_streams_from_a_local_deployment(fake_aws_env, capsys):
     from inf2_deploy.cli import main
-    from inf2_deploy.local import get_local_deployment
+    from inf2_deploy.local.deployments import get_local_deployment
 
     # The local server speaks the SageMaker runtime API, so the example runs unchanged with streaming
     # (which moto lacks); fake_aws_env supplies fake credentials and the region.

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from inf2_deploy.aws.images import resolve_image_uri
 from inf2_deploy.errors import ImageNotFoundError
-from inf2_deploy.images import resolve_image_uri
 
 
 def test_default_version_resolves():

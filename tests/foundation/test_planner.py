@@ -4,16 +4,16 @@ from __future__ import annotations
 import math
 
 import pytest
-from inf2_deploy.catalog import GIB, GPTJ_6B_CONFIG, INSTANCES, ModelFacts, gptj_tensor_shapes
 from inf2_deploy.errors import ConfigError, PlanError
-from inf2_deploy.planner import (
+from inf2_deploy.spec.catalog import GIB, GPTJ_6B_CONFIG, INSTANCES, ModelFacts, gptj_tensor_shapes
+from inf2_deploy.spec.deployment_spec import load_spec
+from inf2_deploy.spec.planner import (
     DTYPE_BYTES,
     RUNTIME_RESERVE_BYTES,
     make_plan,
     memory_per_core,
     plan,
 )
-from inf2_deploy.spec import load_spec
 
 FAKE_IMAGE = "123.dkr.ecr.{region}.amazonaws.com/djl-inference:{version}-neuronx"
 

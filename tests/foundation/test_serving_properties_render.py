@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
+from inf2_deploy.artifact.properties import parse_properties, render_properties
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.planner import make_plan
-from inf2_deploy.properties import parse_properties, render_properties
-from inf2_deploy.spec import load_spec
+from inf2_deploy.spec.deployment_spec import load_spec
+from inf2_deploy.spec.planner import make_plan
 from inf2_serving.properties import PropertiesError, handler_properties
 
 
@@ -35,7 +35,7 @@ def test_render_for_plan_round_trips():
 
 
 def test_model_id_only_when_weights_are_remote():
-    from inf2_deploy.properties import serving_properties
+    from inf2_deploy.artifact.properties import serving_properties
 
     plan = planned()
     assert "option.model_id" not in serving_properties(plan)

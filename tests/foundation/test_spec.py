@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.spec import DeploymentSpec, load_spec
+from inf2_deploy.spec.deployment_spec import DeploymentSpec, load_spec
 
 
 def test_defaults():

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from inf2_deploy.catalog import gptj_tensor_shapes
-from inf2_deploy.spec import DeploymentSpec, load_spec
-from inf2_deploy.tiny import TINY_GPTJ_CONFIG
+from inf2_deploy.artifact.tiny import TINY_GPTJ_CONFIG
+from inf2_deploy.spec.catalog import gptj_tensor_shapes
+from inf2_deploy.spec.deployment_spec import DeploymentSpec, load_spec
 
 # A GPT-J small enough to write in milliseconds, with every real tensor name.
 SMALL_CONFIG = {**TINY_GPTJ_CONFIG, "n_layer": 2, "n_embd": 32, "n_head": 4, "rotary_dim": 8,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from ckpt_helpers import small_tensors, write_checkpoint
-from inf2_deploy.tiny import build_tiny_gptj
+from inf2_deploy.artifact.tiny import build_tiny_gptj
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from inf2_deploy.manifest import Artifact
+from inf2_deploy.artifact.manifest import Artifact
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -49,7 +49,7 @@ def test_missing_checkpoint_exits_2(tmp_path: Path) -> None:
 
 
 def test_cli_shard_default_matches_the_converter():
+    from inf2_deploy.artifact.convert import DEFAULT_MAX_SHARD_BYTES
     from inf2_deploy.cli.package_cmd import DEFAULT_MAX_SHARD_MIB
-    from inf2_deploy.convert import DEFAULT_MAX_SHARD_BYTES
 
     assert DEFAULT_MAX_SHARD_MIB * 1024**2 == DEFAULT_MAX_SHARD_BYTES

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from ckpt_helpers import SMALL_CONFIG, small_tensors, write_checkpoint
-from inf2_deploy.catalog import gptj_tensor_shapes
-from inf2_deploy.convert import SAFE_INDEX_NAME, cast_array, convert_weights, plan_shards, read_tensor_infos
+from inf2_deploy.artifact.convert import SAFE_INDEX_NAME, cast_array, convert_weights, plan_shards, read_tensor_infos
+from inf2_deploy.artifact.sources import open_checkpoint
 from inf2_deploy.errors import ModelSourceError
-from inf2_deploy.sources import open_checkpoint
+from inf2_deploy.spec.catalog import gptj_tensor_shapes
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 

@@ -12,8 +12,7 @@ from boto3.s3.transfer import TransferConfig
 from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inf2_deploy.errors import ModelSourceError
-from inf2_deploy.manifest import (
+from inf2_deploy.artifact.manifest import (
     MANIFEST_NAME,
     UPLOAD_PART_SIZE,
     Artifact,
@@ -22,6 +21,7 @@ from inf2_deploy.manifest import (
     s3_etag,
     write_manifest,
 )
+from inf2_deploy.errors import ModelSourceError
 from moto import mock_aws
 
 MIB = 1024**2

@@ -10,11 +10,11 @@ import inf2_serving
 import pytest
 import torch
 from ckpt_helpers import SMALL_CONFIG, small_tensors, spec_for
+from inf2_deploy.artifact.manifest import MANIFEST_NAME, Artifact
+from inf2_deploy.artifact.packager import package
+from inf2_deploy.artifact.properties import render_properties
 from inf2_deploy.errors import ConfigError, ModelSourceError, PlanError
-from inf2_deploy.manifest import MANIFEST_NAME, Artifact
-from inf2_deploy.packager import package
-from inf2_deploy.planner import check_plan, make_plan
-from inf2_deploy.properties import render_properties
+from inf2_deploy.spec.planner import check_plan, make_plan
 from safetensors.torch import load_file
 
 TINY_LAYOUT = {"model.safetensors", "config.json", "generation_config.json", "vocab.json", "merges.txt",
@@ -198,9 +198,9 @@ def test_packaged_fp16_tiny_gptj_matches_the_fp32_model(tiny_artifact: Artifact,
 
 def test_image_lookups_are_cached_per_sdk_version_and_failures_are_not(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from inf2_deploy import packager
+    from inf2_deploy.artifact import packager
+    from inf2_deploy.aws.images import resolve_image_uri
     from inf2_deploy.errors import ImageNotFoundError
-    from inf2_deploy.images import resolve_image_uri
 
     resolve = packager.cached_image_resolver(tmp_path)
     uri = resolve("us-east-1", "0.29.0")

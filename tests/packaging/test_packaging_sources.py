@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from ckpt_helpers import small_tensors, write_checkpoint
+from inf2_deploy.artifact.sources import hub_allow_patterns, open_checkpoint, resolve_checkpoint
 from inf2_deploy.errors import ModelSourceError
-from inf2_deploy.sources import hub_allow_patterns, open_checkpoint, resolve_checkpoint
 
 SAFE_PATTERNS = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "config.json",
                  "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",

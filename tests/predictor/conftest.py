@@ -30,7 +30,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def runtime(aws_env: None) -> Any:
     """A real sagemaker-runtime client built the way Predictor builds its own."""
-    from inf2_deploy.predictor import runtime_client
+    from inf2_deploy.client.predictor import runtime_client
 
     return runtime_client()
 
@@ -58,7 +58,7 @@ def predictor_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_spec() -> Any:
-    from inf2_deploy.spec import load_spec
+    from inf2_deploy.spec.deployment_spec import load_spec
 
     return load_spec(model="tiny-gptj", region="us-east-1")
 
@@ -66,8 +66,8 @@ def tiny_spec() -> Any:
 @pytest.fixture(scope="session")
 def tiny_artifact(predictor_home: Path, tiny_spec: Any) -> Path:
     """The tiny-gptj artifact, packaged where deploy_local caches it, so deploys reuse it."""
-    from inf2_deploy.local import _spec_cache_key
-    from inf2_deploy.packager import package
+    from inf2_deploy.artifact.packager import package
+    from inf2_deploy.local.deployments import _spec_cache_key
 
     cache = predictor_home / "cache"
     return package(tiny_spec, cache / "artifacts" / _spec_cache_key(tiny_spec), cache_dir=cache).directory
@@ -85,12 +85,12 @@ def local_home(tmp_path: Path, predictor_home: Path, monkeypatch: pytest.MonkeyP
 
 @pytest.fixture(scope="session")
 def server_url(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m inf2_serving.server`` on the tiny artifact (CPU), ready; stopped after the session."""
+    """``python -m inf2_deploy.local.server`` on the tiny artifact (CPU), ready; stopped after the session."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inf2_serving.server", str(tiny_artifact), "--port", str(port),
+            [sys.executable, "-m", "inf2_deploy.local.server", str(tiny_artifact), "--port", str(port),
              "--backend", "cpu"], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

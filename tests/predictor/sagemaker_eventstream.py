@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 # The server's own encoder, so the client tests and the local runtime API share one wire format.
-from inf2_serving.runtime_api import event_message, payload_part, stream_exception
+from inf2_deploy.local.runtime_api import event_message, payload_part, stream_exception
 
 __all__ = ["event_message", "payload_part", "serve_event_stream", "stream_exception"]
 

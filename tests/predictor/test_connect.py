@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 from inf2_deploy import connect
+from inf2_deploy.client.predictor import LocalPredictor, Predictor
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.predictor import LocalPredictor, Predictor
 
 
 def test_url_gives_a_local_predictor():

@@ -7,7 +7,7 @@ import pytest
 from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inf2_deploy.jsonlines import JsonLinesDecoder, JsonLinesError, iter_json_lines
+from inf2_deploy.client.jsonlines import JsonLinesDecoder, JsonLinesError, iter_json_lines
 
 # Multi-byte characters of every UTF-8 length: 2 (é), 3 (€, 漢) and 4 (🙂) bytes.
 LINES = [

@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from inf2_deploy.artifact.manifest import Artifact
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError, EndpointFailedError
-from inf2_deploy.local import (
+from inf2_deploy.local.deployments import (
     LocalDeployment,
     delete_local,
     deploy_local,
@@ -23,7 +24,6 @@ from inf2_deploy.local import (
     start_local,
     state_dir,
 )
-from inf2_deploy.manifest import Artifact
 
 RECORD_KEYS = {"name", "url", "pid", "artifact_dir", "log_file", "started_at", "fingerprint", "backend"}
 
@@ -127,7 +127,7 @@ def test_invoke_on_a_stopped_local_deployment_is_one_line_exit_1(local_home: Pat
 
 
 def test_a_pid_reused_by_another_program_is_not_our_server(local_home: Path) -> None:
-    # This test's own process is alive but is not inf2_serving.server: never signal it.
+    # This test's own process is alive but is not inf2_deploy.local.server: never signal it.
     _write_record(local_home, "reused", os.getpid())
     assert get_local_deployment("reused").status == "stopped"
     delete_local("reused")  # removes the record without touching the process
@@ -153,7 +153,7 @@ def test_names_and_ports_are_checked_before_packaging(local_home: Path, tiny_spe
 
 
 def test_default_names_come_from_the_model() -> None:
-    from inf2_deploy.local import _default_name
+    from inf2_deploy.local.deployments import _default_name
 
     assert _default_name("EleutherAI/gpt-j-6b") == "gpt-j-6b-local"
     assert _default_name("/data/My_Model/") == "my-model-local"

@@ -5,8 +5,8 @@ import json
 
 import httpx
 import pytest
+from inf2_deploy.client.predictor import LocalPredictor
 from inf2_deploy.errors import ConfigError, InvocationError
-from inf2_deploy.predictor import LocalPredictor
 
 
 @pytest.mark.slow

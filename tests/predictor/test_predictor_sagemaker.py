@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from inf2_deploy.client.predictor import GENERATION_PARAMETERS, Predictor, check_parameters
 from inf2_deploy.errors import ConfigError, CredentialsError, EndpointNotFoundError, InvocationError
-from inf2_deploy.predictor import GENERATION_PARAMETERS, Predictor, check_parameters
 from sagemaker_eventstream import payload_part, serve_event_stream, stream_exception
 
 
@@ -189,7 +189,7 @@ def test_an_error_line_from_the_model_is_an_invocation_error(runtime: Any) -> No
 
 
 def test_the_client_honours_aws_endpoint_url(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inf2_deploy.predictor import runtime_client
+    from inf2_deploy.client.predictor import runtime_client
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5999")
     client = runtime_client()

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from inf2_deploy.client.predictor import LocalPredictor
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.predictor import LocalPredictor
 
 
 @pytest.mark.parametrize(("call", "field"), [

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from inf2_deploy.cli import main
+from inf2_deploy.client.verify import ReferenceModel, verify
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.local import delete_local, deploy_local
-from inf2_deploy.verify import ReferenceModel, verify
+from inf2_deploy.local.deployments import delete_local, deploy_local
 
 
 class GreedyPredictor:
@@ -134,7 +134,7 @@ def test_verify_a_local_deployment_by_name(local_home: Path, tiny_artifact: Path
 def test_the_artifact_is_read_back_from_s3(reference: ReferenceModel, tiny_artifact: Path, local_home: Path,
                                            aws_env: None) -> None:
     import boto3
-    from inf2_deploy.s3 import download_prefix
+    from inf2_deploy.aws.s3 import download_prefix
     from moto import mock_aws
 
     with mock_aws():

@@ -31,7 +31,7 @@ SERVING_PROPERTIES = (
 
 def write_tiny_artifact(folder: Path) -> Path:
     """The tiny GPT-J plus a CPU serving.properties: what the local server serves."""
-    from inf2_deploy.tiny import build_tiny_gptj
+    from inf2_deploy.artifact.tiny import build_tiny_gptj
 
     build_tiny_gptj(folder)
     (folder / "serving.properties").write_text(SERVING_PROPERTIES, encoding="utf-8")
@@ -113,7 +113,7 @@ class LiveServer:
 def live_server(tiny_artifact: Path, wait_ready):  # noqa: ANN001, ANN201
     """A ready uvicorn server for the tiny artifact and an httpx client with a 30 s timeout."""
     import httpx
-    from inf2_serving.server import create_app
+    from inf2_deploy.local.server import create_app
 
     app = create_app(tiny_artifact, backend="cpu", max_batch_delay_ms=2)
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from inf2_deploy.api import deploy_gptj
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError, ModelSourceError
-from inf2_deploy.planner import make_plan
-from inf2_deploy.spec import DeploymentSpec, load_spec
+from inf2_deploy.spec.deployment_spec import DeploymentSpec, load_spec
+from inf2_deploy.spec.planner import make_plan
 
 API_EXAMPLES = examples(200)
 CONFIG_FILE_EXAMPLES = examples(100)

@@ -19,10 +19,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from inf2_deploy.aws import Session
-from inf2_deploy.deploy import deploy
+from inf2_deploy.aws.deploy import deploy
+from inf2_deploy.aws.session import Session
 from inf2_deploy.errors import AwsError
-from inf2_deploy.spec import load_spec
+from inf2_deploy.spec.deployment_spec import load_spec
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
@@ -83,7 +83,7 @@ def fail(client: Any, operation: str, answers: list[Any], url_part: str = "") ->
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from inf2_deploy.packager import package
+    from inf2_deploy.artifact.packager import package
 
     root = tmp_path_factory.mktemp("failures")
     spec = load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION)

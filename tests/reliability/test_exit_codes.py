@@ -51,8 +51,7 @@ def test_network_failures_are_exit_1_and_debug_shows_the_cause(fake_aws_env: Non
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from botocore.config import Config
     from botocore.exceptions import EndpointConnectionError
-    from inf2_deploy import aws
-
+    from inf2_deploy.aws import session as aws
     monkeypatch.setattr(aws, "CLIENT_CONFIG", Config(retries={"mode": "standard", "max_attempts": 1}))
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{unused_port}")
     assert main(["status", "x", "--region", REGION]) == 1
@@ -66,7 +65,7 @@ def test_network_failures_are_exit_1_and_debug_shows_the_cause(fake_aws_env: Non
 def test_a_botocore_error_outside_any_translation_is_one_line(fake_aws_env: None, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from botocore.exceptions import ReadTimeoutError
-    from inf2_deploy.aws import make_session
+    from inf2_deploy.aws.session import make_session
     from inf2_deploy.cli import status_cmd
 
     def timed_out(args):  # noqa: ANN001, ANN202 - a boto3 call with no aws_errors block around it
@@ -86,7 +85,7 @@ def test_a_botocore_error_outside_any_translation_is_one_line(fake_aws_env: None
 
 def test_bench_exits_1_when_every_request_fails_and_prints_the_first_error(
         fake_aws_env: None, unused_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from inf2_deploy.tiny import build_tiny_gptj
+    from inf2_deploy.artifact.tiny import build_tiny_gptj
 
     tokenizer = build_tiny_gptj(tmp_path / "tiny")
     out = tmp_path / "bench.json"

@@ -164,8 +164,8 @@ def _check_json_answer(data: bytes) -> Any:
 @pytest.fixture(scope="module")
 def djl_handle(djl_standins: None, tiny_artifact):  # noqa: ANN001, ANN201
     from djl_python.inputs import Input
+    from inf2_deploy.local.server import load_artifact_properties
     from inf2_serving import djl
-    from inf2_serving.server import load_artifact_properties
 
     properties = load_artifact_properties(tiny_artifact, backend="cpu")
     warmup = Input()
@@ -245,7 +245,7 @@ def test_http_raw_bytes_never_5xx(http, body: bytes, content_type: str) -> None:
 
 
 def test_http_body_over_limit_is_413(http) -> None:  # noqa: ANN001
-    from inf2_serving.server import DEFAULT_BODY_LIMIT
+    from inf2_deploy.local.server import DEFAULT_BODY_LIMIT
 
     prompt = "hello " * (DEFAULT_BODY_LIMIT // 6 + 10)
     response = http.post("/invocations", content=json.dumps({"inputs": prompt}))

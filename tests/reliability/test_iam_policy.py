@@ -12,9 +12,9 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
+from inf2_deploy.aws.iam import action_for, deployer_policy, execution_role_policy, iam_policies
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.iam import action_for, deployer_policy, execution_role_policy, iam_policies
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -149,8 +149,8 @@ def test_cli_prints_both_policies(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.slow
 def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
         moto_server: str, record_aws_calls, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    from inf2_deploy.client.predictor import Predictor
     from inf2_deploy.errors import InvocationError
-    from inf2_deploy.predictor import Predictor
 
     role = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
     deploy = ["deploy", "--model", "tiny-gptj", "--instance-type", "ml.inf2.xlarge", "--endpoint-name", "tiny",

@@ -53,7 +53,7 @@ _names = (f"nf{i}" for i in itertools.count())
 @pytest.fixture(scope="module")
 def proxied_moto() -> Iterator[tuple[FaultProxy, Any]]:
     """moto over real HTTP behind the fault proxy; every client of ours gets short timeouts."""
-    from inf2_deploy import aws
+    from inf2_deploy.aws import session as aws
     from moto.server import ThreadedMotoServer
 
     patch = pytest.MonkeyPatch()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from inf2_deploy.artifact.manifest import Artifact, digest_file, write_manifest
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ModelSourceError
-from inf2_deploy.manifest import Artifact, digest_file, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -79,8 +79,8 @@ def test_deploy_encrypts_keeps_bucket_private_and_leaks_no_secret(
 
 
 def test_named_bucket_is_never_created(fake_aws: dict[str, str]) -> None:
+    from inf2_deploy.aws.s3 import ensure_bucket
     from inf2_deploy.errors import ConfigError
-    from inf2_deploy.s3 import ensure_bucket
     from moto import mock_aws
 
     with mock_aws():
@@ -92,10 +92,9 @@ def test_named_bucket_is_never_created(fake_aws: dict[str, str]) -> None:
 
 
 def test_every_server_entry_point_defaults_to_loopback() -> None:
-    from inf2_deploy import local
     from inf2_deploy.cli import build_parser
-    from inf2_serving import server
-
+    from inf2_deploy.local import deployments as local
+    from inf2_deploy.local import server
     assert inspect.signature(server.serve).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(local.start_local).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(local.deploy_local).parameters["host"].default == "127.0.0.1"
@@ -122,8 +121,9 @@ def test_local_server_process_listens_on_127_0_0_1_only(tiny_artifact: Path) -> 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "inf2_serving.server", str(tiny_artifact), "--backend", "cpu",
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "inf2_deploy.local.server", str(tiny_artifact),
+                                "--backend", "cpu", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not _listening_addresses(port):
@@ -148,8 +148,8 @@ def test_no_trust_remote_code_in_our_code() -> None:
 def test_cpu_backend_never_runs_checkpoint_code(tiny_artifact: Path, tmp_path: Path) -> None:
     """A checkpoint whose config maps the Auto classes to its own Python file is served by
     transformers' built-in GPT-J; the file is never imported."""
+    from inf2_deploy.local.server import load_artifact_properties
     from inf2_serving.handler import ModelHandler, ReadinessState
-    from inf2_serving.server import load_artifact_properties
 
     folder = tmp_path / "custom-code"
     shutil.copytree(tiny_artifact, folder)

@@ -22,8 +22,8 @@ from typing import Any
 
 import boto3
 import pytest
-from inf2_deploy.manifest import UPLOAD_PART_SIZE, Artifact, digest_file, write_manifest
-from inf2_deploy.s3 import abort_stale_uploads, transfer_config, upload_artifact
+from inf2_deploy.artifact.manifest import UPLOAD_PART_SIZE, Artifact, digest_file, write_manifest
+from inf2_deploy.aws.s3 import abort_stale_uploads, transfer_config, upload_artifact
 
 MIB = 1024 * 1024
 BUCKET = "artifacts"
@@ -36,8 +36,8 @@ BIG_SIZE = 20 * MIB  # two parts of UPLOAD_PART_SIZE (16 MiB + 4 MiB)
 CHILD = """
 import sys
 import boto3
-from inf2_deploy.manifest import Artifact
-from inf2_deploy.s3 import transfer_config, upload_artifact
+from inf2_deploy.artifact.manifest import Artifact
+from inf2_deploy.aws.s3 import transfer_config, upload_artifact
 
 config = transfer_config()
 config.max_request_concurrency = 1

@@ -29,7 +29,7 @@ def write_artifact(folder: Path, weights: Path, **options: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inf2_deploy.tiny import build_tiny_gptj
+    from inf2_deploy.artifact.tiny import build_tiny_gptj
 
     return build_tiny_gptj(tmp_path_factory.mktemp("models") / "tiny-gptj")
 
@@ -37,7 +37,7 @@ def tiny_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sharp_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny-gptj with weight matrices of std 0.16: logits sharp enough that a wrong attention mask shows."""
-    from inf2_deploy.tiny import build_tiny_gptj
+    from inf2_deploy.artifact.tiny import build_tiny_gptj
 
     return build_tiny_gptj(tmp_path_factory.mktemp("models") / "sharp-gptj", init_std=0.16)
 
@@ -52,8 +52,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def cpu_handler(artifact: Path):
+    from inf2_deploy.local.server import load_artifact_properties
     from inf2_serving.handler import ModelHandler
-    from inf2_serving.server import load_artifact_properties
 
     handler = ModelHandler()
     handler.initialize(load_artifact_properties(artifact))
@@ -103,7 +103,7 @@ def _free_port() -> int:
 def running_server(artifact: Path, handler, max_batch_delay_ms: float = 500) -> Iterator[str]:
     """The local server for ``artifact`` over ``handler`` on a real socket, in a thread; yields its URL."""
     import uvicorn
-    from inf2_serving.server import create_app
+    from inf2_deploy.local.server import create_app
 
     port = _free_port()
     app = create_app(artifact, backend=None, handler=handler, max_batch_delay_ms=max_batch_delay_ms)
@@ -144,8 +144,8 @@ def live_server(artifact, cpu_handler):
 @pytest.fixture(scope="module")
 def long_server(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path):
     """A server with its own handler for 200-token streams (n_positions 256); yields (URL, handler)."""
+    from inf2_deploy.local.server import load_artifact_properties
     from inf2_serving.handler import ModelHandler
-    from inf2_serving.server import load_artifact_properties
 
     artifact = write_artifact(
         tmp_path_factory.mktemp("artifacts") / "tiny-gptj-long", tiny_gptj,

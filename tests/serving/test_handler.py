@@ -8,7 +8,7 @@ from inf2_serving.schema import InvalidRequest, parse_request
 
 
 def test_readiness_moves_from_not_ready_to_ready(artifact) -> None:
-    from inf2_serving.server import load_artifact_properties
+    from inf2_deploy.local.server import load_artifact_properties
 
     handler = ModelHandler()
     assert handler.state is ReadinessState.NOT_READY

@@ -144,7 +144,7 @@ def test_a_library_without_the_function_keeps_its_own_mask(neuron, caplog, monke
 def test_verify_passes_the_corrected_server_and_catches_the_uncorrected_one(
         neuron, sharp_gptj, tmp_path, serve, corrected: bool) -> None:
     pytest.importorskip("pydantic", reason="verify is client code; the compat venv holds only the container's")
-    from inf2_deploy.verify import verify
+    from inf2_deploy.client.verify import verify
 
     options = {"n_positions": "256", "correct_decode_mask": str(corrected).lower(), "startup_self_check": "false"}
     handler = ModelHandler()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError
-from inf2_serving.runtime_api import _event_stream, event_message, payload_part, stream_exception
+from inf2_deploy.local.runtime_api import _event_stream, event_message, payload_part, stream_exception
 
 ENDPOINT = "tiny-gptj-local"
 
@@ -142,7 +142,7 @@ def test_a_generation_failing_mid_stream_ends_with_a_model_stream_error(
 def test_predictor_matches_local_predictor(runtime, live_server) -> None:
     # The client SDK's own dependencies are not installed in the container-versions venv.
     pytest.importorskip("pydantic")
-    from inf2_deploy.predictor import LocalPredictor, Predictor
+    from inf2_deploy.client.predictor import LocalPredictor, Predictor
 
     with Predictor(ENDPOINT, region="us-east-1") as remote, LocalPredictor(live_server) as local:
         assert remote.generate("The capital of France is", max_new_tokens=8) == \

@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
+from inf2_deploy.local.server import create_app, main
 from inf2_serving.handler import ModelHandler
-from inf2_serving.server import create_app, main
 from starlette.testclient import TestClient
 
 

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from inf2_deploy.local.server import DynamicBatcher
 from inf2_serving.engine import CANCELLED
 from inf2_serving.schema import GenerationParams, parse_request
-from inf2_serving.server import DynamicBatcher
 
 
 def _cancel_after(count: int, index: int = 0):
@@ -78,7 +78,7 @@ def test_the_djl_style_call_without_on_line_is_unaffected(cpu_handler, reference
 
 
 def test_the_batcher_drops_a_request_whose_client_left_while_it_waited(cpu_handler, record_steps) -> None:
-    from inf2_serving.server import _ClientGone
+    from inf2_deploy.local.server import _ClientGone
 
     log = record_steps(cpu_handler.engine.backend)
 

@@ -5,7 +5,7 @@ import hashlib
 import json
 
 import pytest
-from inf2_deploy.tiny import TINY_GPTJ_CONFIG, build_tiny_gptj
+from inf2_deploy.artifact.tiny import TINY_GPTJ_CONFIG, build_tiny_gptj
 
 
 def _digest(path) -> str:

@@ -14,16 +14,16 @@ from .version import __version__
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # planning
-    "DeploymentSpec": "spec",
-    "load_spec": "spec",
-    "Plan": "planner",
-    "plan": "planner",
-    "make_plan": "planner",
+    "DeploymentSpec": "spec.deployment_spec",
+    "load_spec": "spec.deployment_spec",
+    "Plan": "spec.planner",
+    "plan": "spec.planner",
+    "make_plan": "spec.planner",
     # deploying
     "deploy_gptj": "api",
-    "Deployment": "deploy",
-    "delete_deployment": "deploy",
-    "list_deployments": "deploy",
+    "Deployment": "aws.deploy",
+    "delete_deployment": "aws.deploy",
+    "list_deployments": "aws.deploy",
     # errors
     "Inf2DeployError": "errors",
     "ConfigError": "errors",
@@ -35,20 +35,20 @@ _EXPORTS: dict[str, str] = {
     "EndpointFailedError": "errors",
     "InvocationError": "errors",
     # models
-    "build_tiny_gptj": "tiny",
+    "build_tiny_gptj": "artifact.tiny",
     # packaging
-    "package": "packager",
-    "Artifact": "manifest",
+    "package": "artifact.packager",
+    "Artifact": "artifact.manifest",
     # invoking and local deployments
-    "Predictor": "predictor",
-    "LocalPredictor": "predictor",
-    "LocalDeployment": "local",
-    "connect": "local",
+    "Predictor": "client.predictor",
+    "LocalPredictor": "client.predictor",
+    "LocalDeployment": "local.deployments",
+    "connect": "local.deployments",
     # benchmarking
-    "bench": "benchmarking",
-    "BenchResult": "benchmarking",
+    "bench": "benchmarking.runner",
+    "BenchResult": "benchmarking.runner",
     # security
-    "iam_policies": "iam",
+    "iam_policies": "aws.iam",
 }
 
 __all__ = ["__version__", *_EXPORTS]

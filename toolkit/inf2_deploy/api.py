@@ -4,12 +4,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .spec import load_spec
+from .spec.deployment_spec import load_spec
 
 if TYPE_CHECKING:
-    from .deploy import Deployment
-    from .local import LocalDeployment
-    from .s3 import Progress
+    from .aws.deploy import Deployment
+    from .aws.s3 import Progress
+    from .local.deployments import LocalDeployment
 
 __all__ = ["deploy_gptj", "LOCAL"]
 
@@ -64,7 +64,7 @@ def deploy_gptj(
     Raises:
         ConfigError: a setting is invalid, the plan cannot work, or ``role`` is missing for
             SageMaker - all before any AWS call.
-        CredentialsError, AwsError, EndpointFailedError: see ``inf2_deploy.deploy.deploy``.
+        CredentialsError, AwsError, EndpointFailedError: see ``inf2_deploy.aws.deploy.deploy``.
         ModelSourceError: the checkpoint cannot be read or packaged.
     """
     local = local or instance_type == LOCAL
@@ -79,10 +79,10 @@ def deploy_gptj(
     config_file = spec.pop("config_file", None)
     deployment_spec = load_spec(config_file, **settings, **spec)
     if local:
-        from .local import deploy_local
+        from .local.deployments import deploy_local
 
         return deploy_local(deployment_spec, name=endpoint_name, port=port, progress=progress, wait=wait)
-    from .deploy import deploy
+    from .aws.deploy import deploy
 
     # deploy() checks the role before its first AWS call.
     return deploy(deployment_spec, wait=wait, progress=progress)

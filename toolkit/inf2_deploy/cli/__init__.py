@@ -59,7 +59,7 @@ def _translated(exc: Exception) -> Exception | None:
         return Inf2DeployError(f"{exc.strerror or exc}: {exc.filename}")
     if not type(exc).__module__.startswith("botocore."):  # botocore stays unimported for --help
         return None
-    from ..aws import translate_botocore_error
+    from ..aws.session import translate_botocore_error
 
     return translate_botocore_error(exc)
 

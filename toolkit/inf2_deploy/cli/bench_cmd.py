@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..benchmarking import BenchProgress, bench
+    from ..benchmarking.runner import BenchProgress, bench
 
     console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         console.print(f"results: {result.save_json(args.out)}")
     if args.plot:
-        from ..bench_plot import plot_bench
+        from ..benchmarking.plot import plot_bench
 
         console.print(f"plot: {plot_bench(result, args.plot)}")
     if all(level.stats.errors == level.stats.requests for level in result.levels):

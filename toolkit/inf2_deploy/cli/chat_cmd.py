@@ -64,7 +64,7 @@ def chat_loop(predictor: Any, parameters: dict[str, Any], *, interactive: bool) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predictor import check_parameters
+    from ..client.predictor import check_parameters
 
     parameters = check_parameters(generation_parameters(args))
     with predictor_for(args) as predictor:

@@ -21,9 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..aws import make_session
-    from ..deploy import delete_deployment
-    from ..local import delete_local, get_local_deployment
+    from ..aws.deploy import delete_deployment
+    from ..aws.session import make_session
+    from ..local.deployments import delete_local, get_local_deployment
 
     if get_local_deployment(args.name) is not None:
         record = delete_local(args.name)

@@ -96,7 +96,7 @@ class _Display:
 
 
 def _deploy_local(args: argparse.Namespace, spec: Any) -> int:
-    from ..local import deploy_local
+    from ..local.deployments import deploy_local
 
     print(f"packaging {spec.model} and starting the local server ...", file=sys.stderr)
     deployment = deploy_local(spec, name=spec.endpoint_name, port=args.port, wait=not args.no_wait)
@@ -110,7 +110,7 @@ def _deploy_local(args: argparse.Namespace, spec: Any) -> int:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..deploy import WaitInterrupted, default_endpoint_name, deploy, require_role
+    from ..aws.deploy import WaitInterrupted, default_endpoint_name, deploy, require_role
     from ..errors import ConfigError
 
     spec = spec_from_args(args)

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..iam import DEFAULT_ROLE_NAME, iam_policies
+    from ..aws.iam import DEFAULT_ROLE_NAME, iam_policies
 
     policies = iam_policies(args.bucket, region=args.region, account=args.account, prefix=args.prefix,
                             role_name=args.role_name or DEFAULT_ROLE_NAME, endpoint_name=args.endpoint_name,

@@ -60,8 +60,8 @@ def add_target_flags(parser: argparse.ArgumentParser) -> None:
 
 def predictor_for(args: argparse.Namespace) -> Any:
     """The predictor for ``--url``, else the local deployment or SageMaker endpoint ``NAME``."""
-    from ..local import connect
-    from ..predictor import LocalPredictor
+    from ..client.predictor import LocalPredictor
+    from ..local.deployments import connect
 
     if args.url:
         return LocalPredictor(args.url, name=args.name)
@@ -107,7 +107,7 @@ def _stream(predictor: Any, prompt: str, parameters: dict[str, Any], details: bo
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predictor import check_parameters
+    from ..client.predictor import check_parameters
 
     parameters = check_parameters(generation_parameters(args))  # before any call, even name lookups
     with predictor_for(args) as predictor:

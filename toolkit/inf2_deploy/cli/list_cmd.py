@@ -31,8 +31,8 @@ def _age(seconds: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..aws import make_session
-    from ..deploy import list_deployments
+    from ..aws.deploy import list_deployments
+    from ..aws.session import make_session
     from ..errors import CredentialsError
 
     try:

@@ -37,9 +37,9 @@ def _local_logs(path: str, follow: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..aws import make_session
-    from ..endpoint import LogTailer
-    from ..local import get_local_deployment
+    from ..aws.endpoint import LogTailer
+    from ..aws.session import make_session
+    from ..local.deployments import get_local_deployment
 
     try:
         local = get_local_deployment(args.name)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     if not printed:
-        from ..endpoint import find_endpoint, missing_endpoint
+        from ..aws.endpoint import find_endpoint, missing_endpoint
 
         sagemaker = session.client("sagemaker")
         if find_endpoint(sagemaker, args.name) is None:  # a deleted endpoint's logs remain; no lines, no endpoint

@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
 
+    from ..artifact.packager import package
     from ..errors import ConfigError
-    from ..packager import package
 
     if args.max_shard_mib <= 0:
         raise ConfigError(f"--max-shard-mib must be positive, got {args.max_shard_mib}", field="max_shard_mib",

@@ -47,8 +47,8 @@ def render_plan(plan, cost=None) -> None:  # noqa: ANN001 - Plan and PromptCost,
     from rich.console import Console
     from rich.table import Table
 
-    from ..catalog import GIB
-    from ..properties import render_properties
+    from ..artifact.properties import render_properties
+    from ..spec.catalog import GIB
 
     console = Console()
     data = plan.to_dict()
@@ -95,8 +95,8 @@ def render_plan(plan, cost=None) -> None:  # noqa: ANN001 - Plan and PromptCost,
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..floors import prompt_cost
-    from ..planner import make_plan
+    from ..spec.floors import prompt_cost
+    from ..spec.planner import make_plan
 
     try:
         plan = make_plan(spec_from_args(args))

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from inf2_serving.properties import PropertiesError
-    from inf2_serving.server import serve
+
+    from inf2_deploy.local.server import serve
 
     from ..errors import ConfigError, ModelSourceError
 

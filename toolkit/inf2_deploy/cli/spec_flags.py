@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ..spec_fields import DTYPES, FIELD_DESCRIPTIONS, INSTANCE_TYPES
+from ..spec.fields import DTYPES, FIELD_DESCRIPTIONS, INSTANCE_TYPES
 
 if TYPE_CHECKING:
-    from ..spec import DeploymentSpec
+    from ..spec.deployment_spec import DeploymentSpec
 
 __all__ = ["PLAN_FLAGS", "DEPLOY_FLAGS", "add_spec_flags", "spec_from_args"]
 
@@ -82,6 +82,6 @@ def spec_from_args(args: argparse.Namespace, **extra: Any) -> DeploymentSpec:
             value = tuple(value)
         overrides[name] = value
     overrides.update(extra)
-    from ..spec import load_spec
+    from ..spec.deployment_spec import load_spec
 
     return load_spec(args.config, **overrides)

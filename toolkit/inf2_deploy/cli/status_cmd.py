@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sagemaker_status(name: str, region: str | None) -> dict:
-    from ..aws import aws_errors, make_session
-    from ..endpoint import find_endpoint, missing_endpoint
+    from ..aws.endpoint import find_endpoint, missing_endpoint
+    from ..aws.session import aws_errors, make_session
 
     session = make_session(region)
     sagemaker = session.client("sagemaker")
@@ -42,7 +42,7 @@ def _sagemaker_status(name: str, region: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..local import get_local_deployment
+    from ..local.deployments import get_local_deployment
 
     local = get_local_deployment(args.name)
     if local is not None:

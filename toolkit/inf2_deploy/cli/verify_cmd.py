@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..floors import REFERENCE_DTYPE_BYTES
+from ..spec.floors import REFERENCE_DTYPE_BYTES
 from .arg_types import add_target_arguments, fraction, positive_int
 
 __all__ = ["add_parser", "render_report", "run"]
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from ..verify import verify
+    from ..client.verify import verify
 
     console = Console(stderr=args.json)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console,

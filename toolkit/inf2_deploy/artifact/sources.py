@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelSourceError
+from ..errors import ModelSourceError
 
 __all__ = [
     "ProgressCallback",

@@ -26,8 +26,8 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from .errors import AwsError, CredentialsError
-from .version import __version__
+from ..errors import AwsError, CredentialsError
+from ..version import __version__
 
 __all__ = ["CLIENT_CONFIG", "Session", "make_session", "aws_errors", "error_code", "is_not_found", "last_call",
            "translate_botocore_error"]

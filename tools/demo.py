@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli import main as cli_main
+from inf2_deploy.cli import main as cli_main
 
 __all__ = ["main", "demo_steps"]
 
@@ -59,7 +59,7 @@ def _run(title: str, argv: Sequence[str]) -> int:
 
 
 def _tear_down() -> int:
-    from .local import get_local_deployment
+    from inf2_deploy.local.deployments import get_local_deployment
 
     if get_local_deployment(ENDPOINT) is None:
         return 0
@@ -78,7 +78,7 @@ def _run_steps(workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return 0 when every step did what it should."""
-    parser = argparse.ArgumentParser(prog="python -m inf2_deploy.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python tools/demo.py", description=__doc__)
     parser.add_argument("--workdir", default=".demo", help="where the artifact, state and results go")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()

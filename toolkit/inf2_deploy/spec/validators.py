@@ -7,15 +7,30 @@ Here it becomes one :class:`~inf2_deploy.errors.ConfigError` that names the fiel
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from .errors import ConfigError
+from inf2_serving.contract import ENDPOINT_NAME, ENDPOINT_NAME_RULE
 
-__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "check_path", "path_problem"]
+from ..errors import ConfigError
+
+__all__ = ["BUCKET_NAME", "MAX_NAME_BYTES", "MAX_PATH_BYTES", "REGION_NAME", "check_endpoint_name", "check_path",
+           "path_problem"]
 
 # Linux's PATH_MAX and NAME_MAX; macOS is stricter on the first (1024), never looser.
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+"""An AWS region code such as ``us-east-1``."""
+BUCKET_NAME = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+"""S3's rule for general-purpose bucket names."""
+
+
+def check_endpoint_name(name: object, field: str) -> str:
+    """``name`` if it follows SageMaker's endpoint name rule, else a ConfigError naming ``field``."""
+    if not isinstance(name, str) or not ENDPOINT_NAME.match(name):
+        raise ConfigError(ENDPOINT_NAME_RULE, field=field, value=name)
+    return name
 
 
 def path_problem(text: str) -> str | None:

@@ -14,7 +14,7 @@ promises it for every object. Only the last shard is left to send once
 conversion ends.
 
 The local artifact folder stays the cache exactly as ``package`` builds it.
-Once packaging has finished, :func:`~inf2_deploy.s3.upload_artifact` makes the
+Once packaging has finished, :func:`~inf2_deploy.aws.s3.upload_artifact` makes the
 usual pass over the complete manifest: it checks every object (from S3's
 answers to the writes under SSE-S3, else by HeadObject), re-sends what is
 missing or wrong (also anything whose early upload failed) and writes
@@ -25,7 +25,7 @@ stay and are reused, after verification, by the next run.
 
 The S3 prefix must be known before the first byte is sent, when the artifact's
 fingerprint (a hash of its files) does not exist yet, so it is keyed by the
-packager's :func:`~inf2_deploy.packager.build_key` instead: a hash of
+packager's :func:`~inf2_deploy.artifact.packager.build_key` instead: a hash of
 everything the artifact is built from.
 
 Memory: files upload from their paths, which s3transfer reads lazily in small
@@ -42,9 +42,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferConfig, TransferManager
 
-from .aws import aws_errors
-from .convert import DEFAULT_MAX_SHARD_BYTES
-from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, ArtifactFile
+from ..artifact.convert import DEFAULT_MAX_SHARD_BYTES
+from ..artifact.manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, ArtifactFile
 from .s3 import (
     SHA256_METADATA,
     Progress,
@@ -56,6 +55,7 @@ from .s3 import (
     transfer_config,
     upload_artifact,
 )
+from .session import aws_errors
 
 __all__ = ["package_and_upload"]
 
@@ -141,7 +141,7 @@ def package_and_upload(
     """Package ``spec`` into ``output`` and upload it to ``s3://bucket/prefix_root/<build key>/`` meanwhile.
 
     Args:
-        spec: the deployment (a :class:`~inf2_deploy.spec.DeploymentSpec`).
+        spec: the deployment (a :class:`~inf2_deploy.spec.deployment_spec.DeploymentSpec`).
         output: the artifact folder (the local cache; rebuilt only when its inputs changed).
         s3: a boto3 S3 client.
         bucket: an existing bucket (see ``ensure_bucket``).
@@ -150,7 +150,7 @@ def package_and_upload(
         progress: ``(done_bytes, total_bytes, label)``: the packager's labels, then one per
             uploaded file (total 0 while packaging, the artifact's size in the final pass).
         config: s3transfer settings; default ``transfer_config()``.
-        cache_dir: passed to :func:`~inf2_deploy.packager.package`.
+        cache_dir: passed to :func:`~inf2_deploy.artifact.packager.package`.
         max_shard_bytes: data bytes per safetensors shard.
 
     Returns:
@@ -162,7 +162,7 @@ def package_and_upload(
             is left half-written, locally or in S3, and no manifest.json is uploaded.
         AwsError: an S3 call failed, or an object still mismatches after a resend.
     """
-    from .packager import package
+    from ..artifact.packager import package
 
     config = config or transfer_config(UPLOAD_PART_SIZE)
     with WriteLog(s3) as log:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from inf2_serving.properties import parse_properties
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .planner import Plan
+    from ..spec.planner import Plan
 
 __all__ = ["render_properties", "parse_properties", "serving_properties", "ENTRY_POINT", "PROPERTY_REFERENCE"]
 

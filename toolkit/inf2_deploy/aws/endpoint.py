@@ -22,12 +22,13 @@ from enum import Enum
 from typing import Any, NamedTuple, Protocol
 
 from botocore.exceptions import ClientError
+from inf2_serving.contract import VARIANT_NAME
 from inf2_serving.self_check import FAILURE_MARKER
 
-from .aws import aws_errors, is_not_found
-from .errors import AwsError, EndpointFailedError, EndpointNotFoundError
-from .spec import DeploymentSpec
-from .version import __version__
+from ..errors import AwsError, EndpointFailedError, EndpointNotFoundError
+from ..spec.deployment_spec import DeploymentSpec
+from ..version import __version__
+from .session import aws_errors, is_not_found
 
 __all__ = [
     "TAG_MANAGED",
@@ -35,7 +36,6 @@ __all__ = [
     "TAG_FINGERPRINT",
     "TAG_SETTINGS",
     "TAG_ENDPOINT",
-    "VARIANT_NAME",
     "Clock",
     "SystemClock",
     "EndpointStatus",
@@ -57,7 +57,6 @@ TAG_VERSION = "inf2-deploy:version"
 TAG_FINGERPRINT = "inf2-deploy:fingerprint"
 TAG_SETTINGS = "inf2-deploy:settings"
 TAG_ENDPOINT = "inf2-deploy:endpoint"
-VARIANT_NAME = "AllTraffic"
 MAX_NAME = 63
 DEFAULT_POLL_SECONDS = 15.0
 # Lines kept for the failure message.

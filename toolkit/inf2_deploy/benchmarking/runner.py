@@ -4,7 +4,7 @@ Each request streams (``stream_events``) and every token is timestamped as it
 arrives, so time to first token and time per output token come from the wire,
 not from the server's own report. For each concurrency level, that many threads
 send requests back to back until ``requests`` are done or ``duration`` seconds
-have passed; :mod:`inf2_deploy.stats` turns the timestamps into percentiles,
+have passed; :mod:`inf2_deploy.benchmarking.stats` turns the timestamps into percentiles,
 throughput and cost.
 
 Prompts have exactly ``prompt_tokens`` tokens under the model's own tokenizer:
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .atomic import atomic_write_text
-from .errors import ConfigError, Inf2DeployError, ModelSourceError
+from ..atomic import atomic_write_text
+from ..errors import ConfigError, Inf2DeployError, ModelSourceError
+from ..spec.validators import check_path
 from .stats import LevelStats, RequestTiming, summarize
-from .validators import check_path
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -63,7 +63,7 @@ _WORDS = (
 
 
 class StreamingTarget(Protocol):
-    """What bench needs from a target: :class:`~inf2_deploy.predictor.Predictor` and LocalPredictor fit."""
+    """What bench needs from a target: :class:`~inf2_deploy.client.predictor.Predictor` and LocalPredictor fit."""
 
     endpoint_name: str
 
@@ -192,9 +192,9 @@ class BenchResult:
 
 
 def _sagemaker_target(endpoint_name: str, region: str | None) -> tuple[StreamingTarget, TargetInfo]:
-    from .aws import aws_errors, make_session
-    from .endpoint import find_endpoint, missing_endpoint
-    from .predictor import Predictor
+    from ..aws.endpoint import find_endpoint, missing_endpoint
+    from ..aws.session import aws_errors, make_session
+    from ..client.predictor import Predictor
 
     session = make_session(region)
     sagemaker = session.client("sagemaker")
@@ -232,10 +232,10 @@ def resolve_target(target: str | StreamingTarget, *, region: str | None = None
             raise ConfigError("must be a Predictor, LocalPredictor, URL or endpoint name", field="target",
                               value=target)
         return target, TargetInfo(name=str(getattr(target, "endpoint_name", target)), kind="object")
-    from .local import RUNNING, get_local_deployment, list_local_deployments
+    from ..local.deployments import RUNNING, get_local_deployment, list_local_deployments
 
     if target.startswith(("http://", "https://")):
-        from .predictor import LocalPredictor
+        from ..client.predictor import LocalPredictor
 
         # A URL of a recorded local deployment still knows its artifact (and so its tokenizer).
         url = target.rstrip("/")
@@ -255,8 +255,8 @@ def _fetch_tokenizer_files(s3_uri: str, region: str | None, folder: Path) -> Non
     """Download the tokenizer files under an s3:// prefix into ``folder``."""
     from botocore.exceptions import ClientError
 
-    from .aws import aws_errors, is_not_found, make_session
-    from .sources import TOKENIZER_FILES
+    from ..artifact.sources import TOKENIZER_FILES
+    from ..aws.session import aws_errors, is_not_found, make_session
 
     bucket, _, prefix = s3_uri.removeprefix("s3://").partition("/")
     if prefix.endswith(".tar.gz"):
@@ -407,7 +407,7 @@ def _run_level(target: StreamingTarget, prompts: Sequence[str], *, concurrency: 
 def _price(price_per_hour: float | None, instance_type: str | None) -> tuple[float | None, str | None]:
     if price_per_hour is not None:
         return price_per_hour, "--price-per-hour"
-    from .catalog import INSTANCES
+    from ..spec.catalog import INSTANCES
 
     if instance_type in INSTANCES:
         entry = INSTANCES[instance_type]

@@ -15,7 +15,7 @@ serving's front end:
   started is not generated at all.
 - Bodies over ``body_limit_bytes`` (1 MiB by default) get 413.
 - The SageMaker runtime API (``POST /endpoints/{name}/invocations`` and
-  ``.../invocations-response-stream``, see :mod:`inf2_serving.runtime_api`), so boto3's
+  ``.../invocations-response-stream``, see :mod:`inf2_deploy.local.runtime_api`), so boto3's
   ``sagemaker-runtime`` client works with ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` set to the server.
 
 Only this module and runtime_api import starlette and uvicorn; the container never imports them.
@@ -33,14 +33,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .handler import HandlerNotReady, ModelHandler, ReadinessState
-from .properties import handler_properties, read_properties
-from .schema import GenerationRequest, InvalidRequest, error_body, parse_body
+from inf2_serving.handler import HandlerNotReady, ModelHandler, ReadinessState
+from inf2_serving.properties import handler_properties, read_properties
+from inf2_serving.schema import GenerationRequest, InvalidRequest, error_body, parse_body
 
 if TYPE_CHECKING:
+    from inf2_serving.handler import ResponseBody
     from starlette.applications import Starlette
-
-    from .handler import ResponseBody
 
 __all__ = ["DEFAULT_BODY_LIMIT", "DEFAULT_MAX_BATCH_DELAY_MS", "create_app", "load_artifact_properties",
            "main", "serve"]
@@ -417,7 +416,7 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m inf2_serving.server ARTIFACT_DIR [--host] [--port] [--backend] [--max-batch-delay-ms]``."""
+    """``python -m inf2_deploy.local.server ARTIFACT_DIR [--host] [--port] [--backend] [--max-batch-delay-ms]``."""
     parser = argparse.ArgumentParser(prog="inf2-serve", description=__doc__.splitlines()[0])
     parser.add_argument("artifact_dir")
     parser.add_argument("--host", default="127.0.0.1")

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 from inf2_serving.schema import lone_surrogate_at
 
-from .errors import ConfigError, CredentialsError, EndpointNotFoundError, InvocationError
+from ..errors import ConfigError, CredentialsError, EndpointNotFoundError, InvocationError
+from ..spec.validators import check_endpoint_name
 from .jsonlines import JsonLinesError, iter_json_lines
-from .spec import _SAGEMAKER_NAME  # the spec's own rule, so the two cannot drift
 
 __all__ = [
     "GENERATION_PARAMETERS",
@@ -261,17 +261,17 @@ def _token_texts(events: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 
 def runtime_client(*, region: str | None = None, session: Any = None) -> Any:
-    """The ``sagemaker-runtime`` client, from :mod:`inf2_deploy.aws` (adaptive retries).
+    """The ``sagemaker-runtime`` client, from :mod:`inf2_deploy.aws.session` (adaptive retries).
 
     Args:
         region: the region; default: the session's, else the standard AWS resolution.
-        session: an :class:`inf2_deploy.aws.Session` or a ``boto3.Session``; default: a new one.
+        session: an :class:`inf2_deploy.aws.session.Session` or a ``boto3.Session``; default: a new one.
             ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``) are honoured by botocore.
 
     Raises:
         CredentialsError: no region or no credentials could be found.
     """
-    from .aws import Session, make_session
+    from ..aws.session import Session, make_session
 
     if session is None:
         session = make_session(region)
@@ -292,7 +292,7 @@ def _aws_error(exc: Exception, endpoint_name: str) -> Exception:
         return CredentialsError(f"no usable AWS credentials: {exc}",
                                 hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     if not isinstance(exc, ClientError):
-        from .aws import last_call
+        from ..aws.session import last_call
 
         return InvocationError(f"{last_call() or 'sagemaker-runtime'} {endpoint_name} failed: {type(exc).__name__}: "
                                f"{exc}", hint="the network failed after botocore's retries; try again")
@@ -326,7 +326,7 @@ class Predictor(_PredictorBase):
     Args:
         endpoint_name: the SageMaker endpoint name.
         region: the AWS region; default: the session's, else the standard AWS resolution.
-        session: an :class:`inf2_deploy.aws.Session` or a ``boto3.Session`` to create the client from.
+        session: an :class:`inf2_deploy.aws.session.Session` or a ``boto3.Session`` to create the client from.
         client: a ready ``sagemaker-runtime`` client (tests pass a stubbed one);
             ``region`` and ``session`` are then ignored.
 
@@ -343,10 +343,7 @@ class Predictor(_PredictorBase):
         *,
         client: Any = None,
     ) -> None:
-        if not isinstance(endpoint_name, str) or not _SAGEMAKER_NAME.match(endpoint_name):
-            raise ConfigError("must be 1-63 letters, digits or hyphens, starting with a letter or digit",
-                              field="endpoint_name", value=endpoint_name)
-        self.endpoint_name = endpoint_name
+        self.endpoint_name = check_endpoint_name(endpoint_name, "endpoint_name")
         self._owns_client = client is None
         self._client = client if client is not None else runtime_client(region=region, session=session)
 

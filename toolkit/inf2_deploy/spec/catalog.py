@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelSourceError
+from ..errors import ConfigError, ModelSourceError
 
 __all__ = [
     "GIB",
@@ -234,7 +234,7 @@ def model_config_for(model: str) -> dict[str, Any]:
     if model == "gpt-j-6b":
         return dict(GPTJ_6B_CONFIG)
     if model == "tiny-gptj":
-        from .tiny import TINY_GPTJ_CONFIG
+        from ..artifact.tiny import TINY_GPTJ_CONFIG
 
         return dict(TINY_GPTJ_CONFIG)
     if model.startswith("s3://"):

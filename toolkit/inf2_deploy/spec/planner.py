@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError, PlanError
 from .catalog import GIB, HBM_PER_CORE_BYTES, INSTANCES, InstanceType, ModelFacts, model_config_for
-from .errors import ConfigError, PlanError
-from .spec import DeploymentSpec
+from .deployment_spec import DeploymentSpec
 
 __all__ = [
     "DTYPE_BYTES",
@@ -129,7 +129,7 @@ class Plan:
 
     @property
     def serving_properties(self) -> dict[str, str]:
-        from .properties import serving_properties
+        from ..artifact.properties import serving_properties
 
         return serving_properties(self)
 
@@ -225,7 +225,7 @@ def _resolve_image(spec: DeploymentSpec, region: str, resolver: ImageResolver) -
 
 
 def _default_resolver(region: str, version: str) -> str:
-    from .images import resolve_image_uri
+    from ..aws.images import resolve_image_uri
 
     return resolve_image_uri(region, version)
 
@@ -315,6 +315,6 @@ def plan(config_file: str | None = None, **settings: Any) -> Plan:
         ConfigError: a setting is invalid (unknown key, bad value).
         ModelSourceError: the model's config.json cannot be read.
     """
-    from .spec import load_spec
+    from .deployment_spec import load_spec
 
     return make_plan(load_spec(config_file, **settings))

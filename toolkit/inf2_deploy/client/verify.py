@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InvocationError, ModelSourceError
-from .floors import REFERENCE_DTYPE_BYTES
-from .validators import check_path
+from ..errors import ConfigError, InvocationError, ModelSourceError
+from ..spec.floors import REFERENCE_DTYPE_BYTES
+from ..spec.validators import check_path
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -225,9 +225,9 @@ def _local_artifact(source: str, region: str | None, on_progress: VerifyProgress
         if not folder.is_dir():
             raise ModelSourceError(f"artifact folder {source} does not exist", field="artifact", value=source)
         return folder
-    from .aws import make_session
-    from .local import artifact_cache_dir
-    from .s3 import download_prefix, split_s3_uri
+    from ..aws.s3 import download_prefix, split_s3_uri
+    from ..aws.session import make_session
+    from ..local.deployments import artifact_cache_dir
 
     bucket, key = split_s3_uri(source)
     if key.endswith(".tar.gz"):
@@ -267,7 +267,7 @@ def verify(
         InvocationError: the endpoint answered with an error.
         AwsError: describing the endpoint or reading S3 failed.
     """
-    from .benchmarking import resolve_target
+    from ..benchmarking.runner import resolve_target
 
     if tokens < 1:
         raise ConfigError("must be at least 1", field="tokens", value=tokens)

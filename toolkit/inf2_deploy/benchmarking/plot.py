@@ -1,4 +1,4 @@
-"""Plot a :class:`~inf2_deploy.benchmarking.BenchResult`: latency percentiles and throughput against concurrency.
+"""Plot a :class:`~inf2_deploy.benchmarking.runner.BenchResult`: latency percentiles and throughput against concurrency.
 
 Four panels share the concurrency axis: TTFT, TPOT and E2E (p50, p90, p99 in
 milliseconds) and output tokens per second with requests per second on a
@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .stats import PERCENTILES
 
 if TYPE_CHECKING:
-    from .benchmarking import BenchResult
+    from .runner import BenchResult
 
 __all__ = ["plot_bench"]
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .atomic import atomic_write_text
-from .errors import ModelSourceError
-from .version import __version__
+from ..atomic import atomic_write_text
+from ..errors import ModelSourceError
+from ..version import __version__
 
 __all__ = [
     "FORMAT_VERSION",

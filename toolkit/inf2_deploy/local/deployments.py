@@ -1,4 +1,4 @@
-"""Named local deployments: the packaged artifact served by ``inf2_serving.server`` on this machine.
+"""Named local deployments: the packaged artifact served by ``inf2_deploy.local.server`` on this machine.
 
 ``deploy_local`` packages the same artifact as a SageMaker deploy, starts the
 server as a detached background process (it outlives the command that started
@@ -34,13 +34,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
-from .errors import ConfigError, EndpointFailedError, ModelSourceError
-from .predictor import LocalPredictor
-from .spec import (
-    _SAGEMAKER_NAME,  # local names follow SageMaker's rule, so a name works on both
-    DeploymentSpec,
-)
+from ..atomic import atomic_write_text
+from ..client.predictor import LocalPredictor
+from ..errors import ConfigError, EndpointFailedError, ModelSourceError
+from ..spec.deployment_spec import DeploymentSpec
+from ..spec.validators import check_endpoint_name
 
 __all__ = [
     "HOME_ENV",
@@ -63,7 +61,7 @@ DEFAULT_START_TIMEOUT = 300.0
 DEFAULT_STOP_TIMEOUT = 10.0
 _POLL_SECONDS = 0.2
 _LOG_TAIL_LINES = 20
-_SERVER_MODULE = "inf2_serving.server"
+_SERVER_MODULE = "inf2_deploy.local.server"
 RUNNING = "running"
 STOPPED = "stopped"
 BACKENDS = ("auto", "cpu", "neuron")
@@ -84,7 +82,7 @@ def state_dir() -> Path:
 
 
 def _cache_root() -> Path:
-    from .sources import default_cache_dir
+    from ..artifact.sources import default_cache_dir
 
     home = _home_override()
     return home / "cache" if home is not None else default_cache_dir()
@@ -102,10 +100,8 @@ def _check_backend(backend: str) -> str:
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _SAGEMAKER_NAME.match(name):
-        raise ConfigError("must be 1-63 letters, digits or hyphens, starting with a letter or digit",
-                          field="name", value=name)
-    return name
+    # Local names follow SageMaker's rule, so a name works on both.
+    return check_endpoint_name(name, "name")
 
 
 def _default_name(model: str) -> str:
@@ -137,7 +133,7 @@ class LocalDeployment:
 
     @functools.cached_property
     def predictor(self) -> LocalPredictor:
-        """A :class:`~inf2_deploy.predictor.LocalPredictor` for this server."""
+        """A :class:`~inf2_deploy.client.predictor.LocalPredictor` for this server."""
         return LocalPredictor(self.url, name=self.name)
 
     def is_running(self) -> bool:
@@ -491,7 +487,7 @@ def deploy_local(
         ModelSourceError: the model cannot be read or packaged.
         EndpointFailedError: the server did not become ready (its last log lines are in the message).
     """
-    from .packager import package
+    from ..artifact.packager import package
 
     name = _check_name(name or spec.endpoint_name or _default_name(spec.model))
     _check_backend(backend)
@@ -519,8 +515,8 @@ def connect(target: str, *, region: str | None = None) -> Any:
         InvocationError: ``target`` names a local deployment whose server has stopped.
         CredentialsError: a SageMaker endpoint, but no AWS region or credentials.
     """
-    from .errors import InvocationError
-    from .predictor import Predictor
+    from ..client.predictor import Predictor
+    from ..errors import InvocationError
 
     if target.startswith(("http://", "https://")):
         return LocalPredictor(target)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .errors import ImageNotFoundError
+from ..errors import ImageNotFoundError
 
 __all__ = ["FRAMEWORK", "resolve_image_uri"]
 

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import ml_dtypes
 import numpy as np
 
-from .errors import ModelSourceError
+from ..errors import ModelSourceError
 from .manifest import UPLOAD_PART_SIZE, ArtifactFile, FileDigest
 from .sources import Checkpoint, ProgressCallback
 

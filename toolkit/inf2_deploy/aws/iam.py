@@ -21,10 +21,11 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from inf2_serving.contract import ENDPOINT_NAME
+
+from ..errors import ConfigError
+from ..spec.validators import BUCKET_NAME, REGION_NAME
 from .endpoint import resource_name
-from .errors import ConfigError
-from .spec import _BUCKET, _REGION
-from .spec import _SAGEMAKER_NAME as _ENDPOINT
 
 __all__ = [
     "DEFAULT_ROLE_NAME",
@@ -81,11 +82,11 @@ def _statement(sid: str, actions: list[str], resources: list[str] | str,
 def _check(bucket: str, region: str, account: str, prefix: str, role_name: str,
            endpoint_name: str | None) -> str:
     checks = (
-        ("bucket", bucket, _BUCKET.match(bucket) is not None),
-        ("region", region, region == "*" or _REGION.match(region) is not None),
+        ("bucket", bucket, BUCKET_NAME.match(bucket) is not None),
+        ("region", region, region == "*" or REGION_NAME.match(region) is not None),
         ("account", account, account == "*" or _ACCOUNT.match(account) is not None),
         ("role_name", role_name, _ROLE_NAME.match(role_name) is not None),
-        ("endpoint_name", endpoint_name, endpoint_name is None or _ENDPOINT.match(endpoint_name) is not None),
+        ("endpoint_name", endpoint_name, endpoint_name is None or ENDPOINT_NAME.match(endpoint_name) is not None),
     )
     for field, value, ok in checks:
         if not ok:

@@ -11,20 +11,17 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from inf2_serving.contract import ENDPOINT_NAME
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
-from .spec_fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
-from .validators import check_path, path_problem
+from ..errors import ConfigError
+from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
+from .validators import BUCKET_NAME, REGION_NAME, check_path, path_problem
 
 __all__ = ["DeploymentSpec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES"]
 
 
-# SageMaker's documented name rule for endpoints, endpoint configs and models.
-_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_BUCKET = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{0,512}$")
 _KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+|alias/[\w/-]+|[0-9a-f-]{36})$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
@@ -117,7 +114,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("endpoint_name")
     @classmethod
     def _endpoint_name(cls, value: str | None) -> str | None:
-        if value is not None and not _SAGEMAKER_NAME.match(value):
+        if value is not None and not ENDPOINT_NAME.match(value):
             raise ValueError(
                 "must be 1-63 letters, digits or hyphens, starting with a letter or digit"
             )
@@ -136,7 +133,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
-        if value is not None and not _REGION.match(value):
+        if value is not None and not REGION_NAME.match(value):
             raise ValueError("must look like us-east-1")
         return value
 
@@ -157,7 +154,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str | None) -> str | None:
-        if value is not None and not _BUCKET.match(value):
+        if value is not None and not BUCKET_NAME.match(value):
             raise ValueError("must be a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
         return value
 

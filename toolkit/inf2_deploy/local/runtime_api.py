@@ -41,13 +41,13 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+from inf2_serving.contract import VARIANT_NAME
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = [
     "EVENT_STREAM",
-    "VARIANT_NAME",
     "event_message",
     "payload_part",
     "runtime_routes",
@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
-VARIANT_NAME = "AllTraffic"
 """The production variant a local server reports; inf2-deploy's endpoints use the same name."""
 
 # SageMaker's EndpointName constraint (botocore's service model) and its 63-character limit.

@@ -39,9 +39,9 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from .aws import aws_errors, error_code, is_not_found
-from .errors import AwsError, ConfigError
-from .manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact
+from ..artifact.manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact
+from ..errors import AwsError, ConfigError
+from .session import aws_errors, error_code, is_not_found
 
 __all__ = [
     "download_prefix",

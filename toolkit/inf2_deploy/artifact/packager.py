@@ -25,11 +25,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from .atomic import atomic_write_text
-from .catalog import ModelFacts, gptj_tensor_shapes
+from ..atomic import atomic_write_text
+from ..aws.images import resolve_image_uri
+from ..errors import ConfigError, ModelSourceError
+from ..spec.catalog import ModelFacts, gptj_tensor_shapes
+from ..spec.deployment_spec import DeploymentSpec
+from ..spec.planner import ImageResolver, Plan, check_plan
+from ..spec.validators import check_path
+from ..version import __version__
 from .convert import DEFAULT_MAX_SHARD_BYTES, TORCH_DTYPE_NAMES, convert_weights
-from .errors import ConfigError, ModelSourceError
-from .images import resolve_image_uri
 from .manifest import (
     MANIFEST_NAME,
     UPLOAD_PART_SIZE,
@@ -38,12 +42,8 @@ from .manifest import (
     FileDigest,
     write_manifest,
 )
-from .planner import ImageResolver, Plan, check_plan
 from .properties import render_properties
 from .sources import Checkpoint, ProgressCallback, default_cache_dir, resolve_checkpoint
-from .spec import DeploymentSpec
-from .validators import check_path
-from .version import __version__
 
 __all__ = ["package", "PackageObserver", "build_key", "cached_image_resolver", "serving_code_files",
            "tokenizer_files"]

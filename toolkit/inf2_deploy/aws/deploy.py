@@ -19,7 +19,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .aws import Session, aws_errors, error_code, is_not_found, make_session
+from ..artifact.manifest import Artifact
+from ..errors import AwsError, ConfigError, EndpointFailedError
+from ..spec.deployment_spec import DeploymentSpec
+from ..spec.planner import check_plan
 from .endpoint import (
     TAG_ENDPOINT,
     TAG_FINGERPRINT,
@@ -40,11 +43,8 @@ from .endpoint import (
     resource_tags,
     settings_digest,
 )
-from .errors import AwsError, ConfigError, EndpointFailedError
-from .manifest import Artifact
-from .planner import check_plan
 from .s3 import Progress, delete_prefix, ensure_bucket, split_s3_uri, upload_artifact
-from .spec import DeploymentSpec
+from .session import Session, aws_errors, error_code, is_not_found, make_session
 
 __all__ = [
     "Deployment",
@@ -94,8 +94,8 @@ class Deployment:
 
     @property
     def predictor(self) -> Any:
-        """A :class:`~inf2_deploy.predictor.Predictor` for this endpoint."""
-        from .predictor import Predictor
+        """A :class:`~inf2_deploy.client.predictor.Predictor` for this endpoint."""
+        from ..client.predictor import Predictor
 
         boto_session = self.session.boto_session if self.session else None
         return Predictor(self.endpoint_name, region=self.region, session=boto_session)
@@ -139,7 +139,7 @@ def default_artifact_dir(spec: DeploymentSpec) -> Path:
 
     The packager rebuilds the folder only when the source or the plan changed.
     """
-    from .local import artifact_cache_dir
+    from ..local.deployments import artifact_cache_dir
 
     return artifact_cache_dir() / f"sagemaker-{model_slug(spec.model)}"
 
@@ -479,7 +479,7 @@ def _sagemaker_deployments(session: Session) -> list[DeploymentInfo]:
 
 
 def _local_deployments() -> list[DeploymentInfo]:
-    from .local import list_local_deployments
+    from ..local.deployments import list_local_deployments
 
     return [
         DeploymentInfo(item.name, "local", item.status, "local", datetime.fromisoformat(item.started_at), item.url)

@@ -1,0 +1,4 @@
+"""Benchmarks of a deployment: the request runner, the statistics and the plot.
+
+Laptop side.
+"""
