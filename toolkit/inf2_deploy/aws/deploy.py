@@ -20,6 +20,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..artifact.manifest import Artifact
+from ..clock import Clock, SystemClock
 from ..errors import AwsError, ConfigError, EndpointFailedError
 from ..spec.deployment_spec import DeploymentSpec
 from ..spec.planner import check_plan
@@ -28,13 +29,11 @@ from .endpoint import (
     TAG_FINGERPRINT,
     TAG_MANAGED,
     TAG_SETTINGS,
-    Clock,
     Endpoint,
     EndpointStatus,
     LogCallback,
     LogTailer,
     StatusCallback,
-    SystemClock,
     endpoint_config_request,
     find_endpoint,
     missing_endpoint,

@@ -14,17 +14,17 @@ import hashlib
 import json
 import math
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 from inf2_serving.contract import VARIANT_NAME
 from inf2_serving.self_check import FAILURE_MARKER
 
+from ..clock import Clock, SystemClock
 from ..errors import AwsError, EndpointFailedError, EndpointNotFoundError
 from ..spec.deployment_spec import DeploymentSpec
 from ..version import __version__
@@ -36,8 +36,6 @@ __all__ = [
     "TAG_FINGERPRINT",
     "TAG_SETTINGS",
     "TAG_ENDPOINT",
-    "Clock",
-    "SystemClock",
     "EndpointStatus",
     "Endpoint",
     "LogLine",
@@ -64,31 +62,6 @@ RECENT_LOG_LINES = 20
 # CloudWatch may ingest an event after later ones from another instance's stream;
 # re-reading this window (and skipping seen event ids) catches such stragglers.
 LATE_EVENT_WINDOW_MS = 10_000
-
-
-class Clock(Protocol):
-    """Time as deploys see it; tests pass a fake that never sleeps."""
-
-    def monotonic(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-    def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    def now(self) -> datetime:
-        return datetime.now(timezone.utc)
 
 
 class EndpointStatus(str, Enum):
