@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
+
+from ..atomic import atomic_dir
+from ..spec.catalog import gptj_tensor_shapes
 
 __all__ = ["TINY_GPTJ_CONFIG", "build_tiny_gptj"]
 
@@ -73,36 +74,17 @@ _SPECIAL_TOKENS_MAP = {"bos_token": _EOS_TEXT, "eos_token": _EOS_TEXT, "unk_toke
 
 
 def _tensors(seed: int, init_std: float) -> dict[str, np.ndarray]:
-    """GPT-J weights under Hugging Face names: normal(0, init_std) matrices, unit LayerNorms."""
-    cfg = TINY_GPTJ_CONFIG
-    embd, vocab = cfg["n_embd"], cfg["vocab_size"]
-    inner = cfg["n_inner"] or 4 * embd
+    """GPT-J weights under Hugging Face names: normal(0, init_std) matrices, unit LayerNorms, zero biases."""
     rng = np.random.default_rng(seed)
-
-    def normal(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape, dtype=np.float32) * np.float32(init_std)
-
-    def ones(n: int) -> np.ndarray:
-        return np.ones(n, dtype=np.float32)
-
-    def zeros(n: int) -> np.ndarray:
-        return np.zeros(n, dtype=np.float32)
-
-    tensors = {"transformer.wte.weight": normal(vocab, embd)}
-    for layer in range(cfg["n_layer"]):
-        p = f"transformer.h.{layer}."
-        tensors[p + "ln_1.weight"] = ones(embd)
-        tensors[p + "ln_1.bias"] = zeros(embd)
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            tensors[p + f"attn.{proj}.weight"] = normal(embd, embd)
-        tensors[p + "mlp.fc_in.weight"] = normal(inner, embd)
-        tensors[p + "mlp.fc_in.bias"] = zeros(inner)
-        tensors[p + "mlp.fc_out.weight"] = normal(embd, inner)
-        tensors[p + "mlp.fc_out.bias"] = zeros(embd)
-    tensors["transformer.ln_f.weight"] = ones(embd)
-    tensors["transformer.ln_f.bias"] = zeros(embd)
-    tensors["lm_head.weight"] = normal(vocab, embd)
-    tensors["lm_head.bias"] = zeros(vocab)
+    tensors = {}
+    # Drawn in gptj_tensor_shapes' order, so a seed always gives the same bytes.
+    for name, shape in gptj_tensor_shapes(TINY_GPTJ_CONFIG).items():
+        if name.endswith(".bias"):
+            tensors[name] = np.zeros(shape, dtype=np.float32)
+        elif ".ln_" in name:
+            tensors[name] = np.ones(shape, dtype=np.float32)
+        else:
+            tensors[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(init_std)
     return tensors
 
 
@@ -171,19 +153,6 @@ def build_tiny_gptj(output_dir: str | os.PathLike[str], *, seed: int = 0, init_s
             raise FileExistsError(
                 f"{target} exists and is not a tiny-gptj build; choose an empty or new folder"
             )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incomplete-", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         _write_checkpoint(staging, build)
-        if target.exists():
-            # os.replace only replaces an empty directory: move the old build aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "build")
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
