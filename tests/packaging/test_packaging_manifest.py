@@ -64,6 +64,7 @@ def test_streamed_digest_does_not_depend_on_how_bytes_arrive(data: bytes, cuts: 
     assert digest.size == len(data)
     assert digest.sha256 == hashlib.sha256(data).hexdigest()
     assert digest.s3_etag == reference_etag(data, part_size, len(data) >= part_size)
+    assert FileDigest.of_bytes(data, part_size).result("f") == digest.result("f")
 
 
 @mock_aws

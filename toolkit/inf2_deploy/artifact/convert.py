@@ -442,9 +442,7 @@ def _write_index(out_dir: Path, shards: list[list[TensorInfo]], target: str, par
                       indent=2, sort_keys=True) + "\n"
     data = text.encode("utf-8")
     (out_dir / SAFE_INDEX_NAME).write_bytes(data)
-    digest = FileDigest(part_size)
-    digest.update(data)
-    return digest.result(SAFE_INDEX_NAME)
+    return FileDigest.of_bytes(data, part_size).result(SAFE_INDEX_NAME)
 
 
 def convert_weights(

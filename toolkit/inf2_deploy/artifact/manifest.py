@@ -81,6 +81,13 @@ class FileDigest:
         self._part_fill = 0
         self._part_digests: list[bytes] = []
 
+    @classmethod
+    def of_bytes(cls, data: bytes | bytearray | memoryview, part_size: int = UPLOAD_PART_SIZE) -> FileDigest:
+        """The digest of bytes already in memory (a small file about to be written or sent)."""
+        digest = cls(part_size)
+        digest.update(data)
+        return digest
+
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Add the next bytes of the stream."""
         self.update_sha256(data)

@@ -246,21 +246,14 @@ def _write_small(folder: Path, files: dict[str, bytes], part_size: int,
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        digest = FileDigest(part_size)
-        digest.update(data)
-        written.append(digest.result(relative))
+        written.append(FileDigest.of_bytes(data, part_size).result(relative))
         if observer is not None:
             observer.file_written(written[-1], path)
     return written
 
 
 def _digests(files: dict[str, bytes], part_size: int) -> dict[str, str]:
-    result = {}
-    for relative, data in files.items():
-        digest = FileDigest(part_size)
-        digest.update(data)
-        result[relative] = digest.sha256
-    return result
+    return {relative: FileDigest.of_bytes(data, part_size).sha256 for relative, data in files.items()}
 
 
 def _existing_artifact(output: Path) -> Artifact | None:

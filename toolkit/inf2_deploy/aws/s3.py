@@ -26,7 +26,6 @@ its own prefix (:func:`abort_stale_uploads`), and a bucket that
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -39,7 +38,7 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from ..artifact.manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact
+from ..artifact.manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, FileDigest
 from ..errors import AwsError, ConfigError
 from .session import aws_errors, error_code, is_not_found
 
@@ -338,10 +337,9 @@ class _Subscriber(BaseSubscriber):
 def _items(artifact: Artifact) -> tuple[list[_Item], _Item]:
     files = [_Item(f.path, artifact.directory / f.path, f.size, f.sha256, f.s3_etag) for f in artifact.files]
     manifest = artifact.manifest_path
-    data = manifest.read_bytes()
-    # A single PUT of a small file gets its MD5 as ETag; the SSE-S3 case relies on that.
-    return files, _Item(MANIFEST_NAME, manifest, len(data), hashlib.sha256(data).hexdigest(),
-                        hashlib.md5(data, usedforsecurity=False).hexdigest())
+    # Sent like every other file, so its ETag is the one FileDigest predicts; the SSE-S3 case relies on that.
+    digest = FileDigest.of_bytes(manifest.read_bytes(), artifact.part_size)
+    return files, _Item(MANIFEST_NAME, manifest, digest.size, digest.sha256, digest.s3_etag)
 
 
 def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
