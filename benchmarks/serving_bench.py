@@ -120,12 +120,12 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="inf2-serving-bench-") as tmp:
         os.environ["INF2_DEPLOY_HOME"] = tmp  # local deployment records and caches stay in the temp folder
-        from inf2_deploy.local.deployments import deploy_local
+        from inf2_deploy.local.deploy import serve_local
         from inf2_deploy.spec.deployment_spec import DeploymentSpec
         from transformers import AutoTokenizer
 
-        deployment = deploy_local(DeploymentSpec(model="tiny-gptj", batch_size=4, n_positions=256),
-                                  name="serving-bench", backend="cpu")
+        deployment = serve_local(DeploymentSpec(model="tiny-gptj", batch_size=4, n_positions=256),
+                                 name="serving-bench", backend="cpu")
         try:
             tokenizer = AutoTokenizer.from_pretrained(deployment.artifact_dir)
             prompts = make_prompts(tokenizer, args.prompt_tokens, count=32)

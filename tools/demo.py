@@ -59,9 +59,9 @@ def _run(title: str, argv: Sequence[str]) -> int:
 
 
 def _tear_down() -> int:
-    from inf2_deploy.local.deployments import get_local_deployment
+    from inf2_deploy.local.records import default_store
 
-    if get_local_deployment(ENDPOINT) is None:
+    if default_store().get(ENDPOINT) is None:
         return 0
     return _run("Tear down the local endpoint", ["delete", ENDPOINT])
 

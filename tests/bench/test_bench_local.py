@@ -19,13 +19,13 @@ def home(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def deployment(home):
-    from inf2_deploy.local.deployments import deploy_local
+    from inf2_deploy.local.deploy import serve_local
     from inf2_deploy.spec.deployment_spec import DeploymentSpec
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("INF2_DEPLOY_HOME", str(home))
         spec = DeploymentSpec(model="tiny-gptj", batch_size=4, n_positions=256)
-        local = deploy_local(spec, name="bench-tiny", backend="cpu")
+        local = serve_local(spec, name="bench-tiny", backend="cpu")
         try:
             yield local
         finally:

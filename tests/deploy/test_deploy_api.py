@@ -41,11 +41,11 @@ def test_unknown_setting_is_named(no_aws):
 def test_local_goes_to_the_local_server_with_the_same_spec(no_aws, monkeypatch, how):
     calls = []
 
-    def deploy_local(spec, **kwargs):
+    def serve_local(spec, **kwargs):
         calls.append((spec, kwargs))
         return "local deployment"
 
-    monkeypatch.setattr("inf2_deploy.local.deployments.deploy_local", deploy_local)
+    monkeypatch.setattr("inf2_deploy.local.deploy.serve_local", serve_local)
     result = deploy_gptj("tiny-gptj", endpoint_name="demo", n_positions=256, port=8123, **how)
     assert result == "local deployment"
     spec, kwargs = calls[0]

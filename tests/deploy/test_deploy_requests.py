@@ -1,13 +1,15 @@
 """Request builders and the CLI's local / Ctrl-C paths, without AWS."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
 from inf2_deploy.aws.deploy import WaitInterrupted, list_deployments
 from inf2_deploy.aws.endpoint import EndpointStatus, endpoint_config_request, model_request, settings_digest
 from inf2_deploy.cli import main
-from inf2_deploy.local.deployments import LocalDeployment
+from inf2_deploy.local.records import LocalDeployment, LocalStore
 from inf2_deploy.spec.deployment_spec import load_spec
 from sagemaker_fakes import ROLE
 
@@ -60,10 +62,12 @@ def test_settings_digest_ignores_names_and_token_values_but_not_settings():
     assert digest(_spec(env={"X": "1"})) != base
 
 
-def test_list_includes_local_deployments(monkeypatch):
+def test_list_includes_local_deployments(monkeypatch, tmp_path):
     record = LocalDeployment(name="demo", url="http://127.0.0.1:8080", pid=123, artifact_dir="/a",
                              log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
-    monkeypatch.setattr("inf2_deploy.local.deployments.list_local_deployments", lambda: [record])
+    store = LocalStore(tmp_path / "records", alive=lambda pid: True)  # pid 123 stands for a live server
+    store.save(record)
+    monkeypatch.setattr("inf2_deploy.local.records.default_store", lambda: store)
     (item,) = list_deployments(sagemaker=False)
     assert (item.name, item.kind, item.status, item.location) == ("demo", "local", "running", record.url)
     assert item.created == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -74,26 +78,30 @@ def test_cli_deploy_local_delegates_to_the_local_server(monkeypatch, capsys):
     record = LocalDeployment(name="demo", url="http://127.0.0.1:8124", pid=42, artifact_dir="/a",
                              log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
 
-    def deploy_local(spec, **kwargs):
+    def serve_local(spec, **kwargs):
         calls.append((spec, kwargs))
         return record
 
-    monkeypatch.setattr("inf2_deploy.local.deployments.deploy_local", deploy_local)
+    monkeypatch.setattr("inf2_deploy.local.deploy.serve_local", serve_local)
     assert main(["deploy", "--local", "--model", "tiny-gptj", "--endpoint-name", "demo", "--port", "8124"]) == 0
     spec, kwargs = calls[0]
     assert spec.model == "tiny-gptj" and kwargs == {"name": "demo", "port": 8124, "wait": True}
     assert "local deployment demo serving at http://127.0.0.1:8124" in capsys.readouterr().out
 
 
-def test_cli_delete_of_a_local_name_stops_the_server(monkeypatch, capsys):
-    record = LocalDeployment(name="demo", url="http://127.0.0.1:8124", pid=42, artifact_dir="/a",
-                             log_file="/a.log", started_at="2025-01-02T03:04:05+00:00")
-    deleted = []
-    monkeypatch.setattr("inf2_deploy.local.deployments.get_local_deployment",
-                        lambda name: record if name == "demo" else None)
-    monkeypatch.setattr("inf2_deploy.local.deployments.delete_local", lambda name: deleted.append(name) or record)
+def test_cli_delete_of_a_local_name_stops_the_server(capsys):
+    from inf2_deploy.local.records import default_store
+
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()  # a pid that runs no server: delete forgets the record and signals nothing
+    store = default_store()  # under INF2_DEPLOY_HOME, which fake_aws_env points at tmp_path
+    log = store.log_path("demo")
+    log.parent.mkdir(parents=True)
+    log.write_text("served\n")
+    store.save(LocalDeployment(name="demo", url="http://127.0.0.1:8124", pid=exited.pid, artifact_dir="/a",
+                               log_file=str(log), started_at="2025-01-02T03:04:05+00:00"))
     assert main(["delete", "demo"]) == 0
-    assert deleted == ["demo"]
+    assert store.get("demo") is None and not log.exists()
     assert "stopped local deployment demo" in capsys.readouterr().out
 
 

@@ -76,14 +76,14 @@ def test_invoke_boto3_against_moto(moto_server):
 @pytest.mark.slow
 def test_invoke_boto3_streams_from_a_local_deployment(fake_aws_env, capsys):
     from inf2_deploy.cli import main
-    from inf2_deploy.local.deployments import get_local_deployment
+    from inf2_deploy.local.records import default_store
 
     # The local server speaks the SageMaker runtime API, so the example runs unchanged with streaming
     # (which moto lacks); fake_aws_env supplies fake credentials and the region.
     assert main(["deploy", "--local", "--model", "tiny-gptj", "--tp-degree", "2", "--batch-size", "2",
                  "--n-positions", "256", "--region", "us-east-1", "--endpoint-name", "ex-boto3"]) == 0
     try:
-        deployment = get_local_deployment("ex-boto3")
+        deployment = default_store().get("ex-boto3")
         assert f"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={deployment.url}" in capsys.readouterr().out
         prompt = "The capital of France is"
         with deployment.predictor as predictor:

@@ -65,12 +65,12 @@ def tiny_spec() -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(predictor_home: Path, tiny_spec: Any) -> Path:
-    """The tiny-gptj artifact, packaged where deploy_local caches it, so deploys reuse it."""
+    """The tiny-gptj artifact, packaged where serve_local caches it, so deploys reuse it."""
     from inf2_deploy.artifact.packager import package
-    from inf2_deploy.local.deployments import _spec_cache_key
+    from inf2_deploy.local.deploy import spec_cache_key
 
     cache = predictor_home / "cache"
-    return package(tiny_spec, cache / "artifacts" / _spec_cache_key(tiny_spec), cache_dir=cache).directory
+    return package(tiny_spec, cache / "artifacts" / spec_cache_key(tiny_spec), cache_dir=cache).directory
 
 
 @pytest.fixture

@@ -15,15 +15,10 @@ import pytest
 from inf2_deploy.artifact.manifest import Artifact
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError, EndpointFailedError
-from inf2_deploy.local.deployments import (
-    LocalDeployment,
-    delete_local,
-    deploy_local,
-    get_local_deployment,
-    list_local_deployments,
-    start_local,
-    state_dir,
-)
+from inf2_deploy.local.deploy import default_name, serve_local
+from inf2_deploy.local.paths import state_dir
+from inf2_deploy.local.records import LocalDeployment, LocalStatus, default_store
+from inf2_deploy.local.supervisor import LocalSupervisor
 
 RECORD_KEYS = {"name", "url", "pid", "artifact_dir", "log_file", "started_at", "fingerprint", "backend"}
 
@@ -41,7 +36,7 @@ def _gone(pid: int) -> bool:
 @pytest.mark.slow
 def test_lifecycle_deploy_invoke_list_delete(local_home: Path, tiny_artifact: Path, tiny_spec: Any,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    deployment = deploy_local(tiny_spec, name="tiny-life", backend="cpu", timeout=120)
+    deployment = serve_local(tiny_spec, name="tiny-life", backend="cpu", timeout=120)
 
     # The record: atomic JSON under INF2_DEPLOY_HOME/local, pointing at the cached artifact.
     record_file = local_home / "local" / "tiny-life.json"
@@ -53,8 +48,8 @@ def test_lifecycle_deploy_invoke_list_delete(local_home: Path, tiny_artifact: Pa
     assert record["url"] == deployment.url and deployment.endpoint_name == "tiny-life"
     assert os.getsid(deployment.pid) == deployment.pid  # detached: leads its own session
     assert httpx.get(f"{deployment.url}/ping").status_code == 200
-    assert [d.name for d in list_local_deployments()] == ["tiny-life"]
-    assert get_local_deployment("tiny-life").status == "running"
+    assert [d.name for d in default_store().list()] == ["tiny-life"]
+    assert default_store().get("tiny-life").status is LocalStatus.RUNNING
 
     # Invoke through the CLI by name, buffered and streamed; both match the predictor.
     expected = deployment.predictor.generate("Hello world", max_new_tokens=6)
@@ -68,15 +63,15 @@ def test_lifecycle_deploy_invoke_list_delete(local_home: Path, tiny_artifact: Pa
 
     # The same name cannot start twice.
     with pytest.raises(ConfigError, match="already running"):
-        deploy_local(tiny_spec, name="tiny-life", backend="cpu")
+        serve_local(tiny_spec, name="tiny-life", backend="cpu")
 
-    deleted = delete_local("tiny-life")
+    deleted = LocalSupervisor().delete("tiny-life")
     assert deleted.pid == deployment.pid
     assert _gone(deployment.pid)
     assert not record_file.exists() and not Path(deployment.log_file).exists()
-    assert get_local_deployment("tiny-life") is None and list_local_deployments() == []
+    assert default_store().get("tiny-life") is None and default_store().list() == []
     with pytest.raises(ConfigError, match="no local deployment"):
-        delete_local("tiny-life")
+        LocalSupervisor().delete("tiny-life")
 
 
 @pytest.mark.slow
@@ -86,12 +81,12 @@ def test_a_server_that_fails_to_load_is_reported_and_forgotten(local_home: Path,
     (artifact / "serving.properties").write_text("engine=Python\noption.model_id=/nonexistent/weights\n")
     started = time.monotonic()
     with pytest.raises(EndpointFailedError) as caught:
-        start_local(artifact, name="broken", backend="cpu", timeout=120)
+        LocalSupervisor().start(artifact, name="broken", backend="cpu", timeout=120)
     message = str(caught.value)
     assert "failed to load the model" in message and "model_id" in message
     assert "last log lines" in message
     assert time.monotonic() - started < 60  # FAILED on /ping ends the wait early
-    assert get_local_deployment("broken") is None
+    assert default_store().get("broken") is None
 
 
 def _dead_pid() -> int:
@@ -112,10 +107,10 @@ def _write_record(home: Path, name: str, pid: int) -> Path:
 
 def test_stale_records_are_listed_once_as_stopped(local_home: Path) -> None:
     path = _write_record(local_home, "stale", _dead_pid())
-    assert get_local_deployment("stale").status == "stopped"
-    listed = list_local_deployments()
-    assert [(d.name, d.status) for d in listed] == [("stale", "stopped")]
-    assert not path.exists() and list_local_deployments() == []
+    assert default_store().get("stale").status is LocalStatus.STOPPED
+    listed = default_store().list()
+    assert [(d.name, d.status) for d in listed] == [("stale", LocalStatus.STOPPED)]
+    assert not path.exists() and default_store().list() == []
 
 
 def test_invoke_on_a_stopped_local_deployment_is_one_line_exit_1(local_home: Path,
@@ -129,36 +124,34 @@ def test_invoke_on_a_stopped_local_deployment_is_one_line_exit_1(local_home: Pat
 def test_a_pid_reused_by_another_program_is_not_our_server(local_home: Path) -> None:
     # This test's own process is alive but is not inf2_deploy.local.server: never signal it.
     _write_record(local_home, "reused", os.getpid())
-    assert get_local_deployment("reused").status == "stopped"
-    delete_local("reused")  # removes the record without touching the process
-    assert get_local_deployment("reused") is None
+    assert default_store().get("reused").status is LocalStatus.STOPPED
+    LocalSupervisor().delete("reused")  # removes the record without touching the process
+    assert default_store().get("reused") is None
 
 
 def test_names_and_ports_are_checked_before_packaging(local_home: Path, tiny_spec: Any) -> None:
     cache = local_home / "cache"
     before = sorted(p.name for p in cache.rglob("*"))
     with pytest.raises(ConfigError) as caught:
-        deploy_local(tiny_spec, name="bad_name!")
+        serve_local(tiny_spec, name="bad_name!")
     assert caught.value.field == "name"
     with pytest.raises(ConfigError) as caught:
-        deploy_local(tiny_spec, name="ok", backend="gpu")
+        serve_local(tiny_spec, name="ok", backend="gpu")
     assert caught.value.field == "backend"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         with pytest.raises(ConfigError, match="not available") as caught:
-            deploy_local(tiny_spec, name="ok", port=busy.getsockname()[1])
+            serve_local(tiny_spec, name="ok", port=busy.getsockname()[1])
     assert caught.value.field == "port"
     assert sorted(p.name for p in cache.rglob("*")) == before  # nothing was packaged
 
 
 def test_default_names_come_from_the_model() -> None:
-    from inf2_deploy.local.deployments import _default_name
-
-    assert _default_name("EleutherAI/gpt-j-6b") == "gpt-j-6b-local"
-    assert _default_name("/data/My_Model/") == "my-model-local"
-    assert _default_name("tiny-gptj") == "tiny-gptj-local"
-    assert len(_default_name("x" * 200)) <= 63
+    assert default_name("EleutherAI/gpt-j-6b") == "gpt-j-6b-local"
+    assert default_name("/data/My_Model/") == "my-model-local"
+    assert default_name("tiny-gptj") == "tiny-gptj-local"
+    assert len(default_name("x" * 200)) <= 63
 
 
 def test_state_dir_follows_xdg_without_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 from inf2_deploy.cli import main
 from inf2_deploy.client.verify import ReferenceModel, verify
 from inf2_deploy.errors import ConfigError
-from inf2_deploy.local.deployments import delete_local, deploy_local
+from inf2_deploy.local.deploy import serve_local
+from inf2_deploy.local.supervisor import LocalSupervisor
 
 
 class GreedyPredictor:
@@ -122,13 +123,13 @@ def test_verify_url_with_the_artifact_agrees(server_url: str, tiny_artifact: Pat
 @pytest.mark.slow
 def test_verify_a_local_deployment_by_name(local_home: Path, tiny_artifact: Path, tiny_spec: Any,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    deploy_local(tiny_spec, name="tiny-verify", backend="cpu", timeout=120)
+    serve_local(tiny_spec, name="tiny-verify", backend="cpu", timeout=120)
     try:
         assert main(["verify", "tiny-verify", "--reference-dtype", "bf16", "--tokens", "8"]) == 0
         out = capsys.readouterr().out
         assert "agrees" in out and "against bf16 on the CPU" in out
     finally:
-        delete_local("tiny-verify")
+        LocalSupervisor().delete("tiny-verify")
 
 
 def test_the_artifact_is_read_back_from_s3(reference: ReferenceModel, tiny_artifact: Path, local_home: Path,

@@ -93,11 +93,12 @@ def test_named_bucket_is_never_created(fake_aws: dict[str, str]) -> None:
 
 def test_every_server_entry_point_defaults_to_loopback() -> None:
     from inf2_deploy.cli import build_parser
-    from inf2_deploy.local import deployments as local
     from inf2_deploy.local import server
+    from inf2_deploy.local.deploy import serve_local
+    from inf2_deploy.local.supervisor import LocalSupervisor
     assert inspect.signature(server.serve).parameters["host"].default == "127.0.0.1"
-    assert inspect.signature(local.start_local).parameters["host"].default == "127.0.0.1"
-    assert inspect.signature(local.deploy_local).parameters["host"].default == "127.0.0.1"
+    assert inspect.signature(LocalSupervisor.start).parameters["host"].default == "127.0.0.1"
+    assert inspect.signature(serve_local).parameters["host"].default == "127.0.0.1"
     serve_args = build_parser().parse_args(["serve", "some-artifact"])
     assert serve_args.host == "127.0.0.1"
 

@@ -42,8 +42,9 @@ _EXPORTS: dict[str, str] = {
     # invoking and local deployments
     "Predictor": "client.predictor",
     "LocalPredictor": "client.predictor",
-    "LocalDeployment": "local.deployments",
-    "connect": "local.deployments",
+    "LocalDeployment": "local.records",
+    "serve_local": "local.deploy",
+    "connect": "local.connect",
     # benchmarking
     "bench": "benchmarking.runner",
     "BenchResult": "benchmarking.runner",

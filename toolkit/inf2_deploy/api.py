@@ -1,4 +1,8 @@
-"""``deploy_gptj``: one call from a GPT-J checkpoint to a live endpoint, on SageMaker or locally."""
+"""``deploy_gptj``: one call from a GPT-J checkpoint to a live SageMaker endpoint.
+
+The local target has its own entry, :func:`inf2_deploy.local.deploy.serve_local`;
+``deploy_gptj(local=True)`` builds the same spec and hands it over.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -9,7 +13,7 @@ from .spec.deployment_spec import load_spec
 if TYPE_CHECKING:
     from .aws.deploy import Deployment
     from .aws.s3 import Progress
-    from .local.deployments import LocalDeployment
+    from .local.records import LocalDeployment
 
 __all__ = ["deploy_gptj", "LOCAL"]
 
@@ -35,7 +39,7 @@ def deploy_gptj(
     progress: Progress | None = None,
     **spec: Any,
 ) -> Deployment | LocalDeployment:
-    """Deploy GPT-J to a SageMaker inf2 endpoint, or serve the same artifact locally.
+    """Deploy GPT-J to a SageMaker inf2 endpoint (or, with ``local``, through :func:`serve_local`).
 
     Example::
 
@@ -52,8 +56,8 @@ def deploy_gptj(
         bucket: artifact bucket; default ``sagemaker-<region>-<account>``, created if absent.
         region: AWS region; default: the standard resolution.
         wait: wait until the endpoint serves (SageMaker: InService; local: /ping answers).
-        local: serve on this machine with the local server instead of SageMaker.
-        port: local port; default: a free one. Only with ``local``.
+        local: serve on this machine instead, as ``serve_local(spec, name=endpoint_name, port=port)``.
+        port: the local server's port; default: a free one. Only with ``local``: refused otherwise.
         progress: ``(done_bytes, total_bytes, label)`` for packaging and upload.
         **spec: any other ``DeploymentSpec`` field, e.g. ``instance_count=2``, ``env={...}``.
 
@@ -79,9 +83,9 @@ def deploy_gptj(
     config_file = spec.pop("config_file", None)
     deployment_spec = load_spec(config_file, **settings, **spec)
     if local:
-        from .local.deployments import deploy_local
+        from .local.deploy import serve_local
 
-        return deploy_local(deployment_spec, name=endpoint_name, port=port, progress=progress, wait=wait)
+        return serve_local(deployment_spec, name=endpoint_name, port=port, progress=progress, wait=wait)
     from .aws.deploy import deploy
 
     # deploy() checks the role before its first AWS call.

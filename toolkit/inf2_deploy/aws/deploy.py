@@ -138,7 +138,7 @@ def default_artifact_dir(spec: DeploymentSpec) -> Path:
 
     The packager rebuilds the folder only when the source or the plan changed.
     """
-    from ..local.deployments import artifact_cache_dir
+    from ..local.paths import artifact_cache_dir
 
     return artifact_cache_dir() / f"sagemaker-{model_slug(spec.model)}"
 
@@ -478,11 +478,11 @@ def _sagemaker_deployments(session: Session) -> list[DeploymentInfo]:
 
 
 def _local_deployments() -> list[DeploymentInfo]:
-    from ..local.deployments import list_local_deployments
+    from ..local.records import default_store
 
     return [
         DeploymentInfo(item.name, "local", item.status, "local", datetime.fromisoformat(item.started_at), item.url)
-        for item in list_local_deployments()
+        for item in default_store().list()
     ]
 
 

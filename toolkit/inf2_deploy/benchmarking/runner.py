@@ -232,18 +232,20 @@ def resolve_target(target: str | StreamingTarget, *, region: str | None = None
             raise ConfigError("must be a Predictor, LocalPredictor, URL or endpoint name", field="target",
                               value=target)
         return target, TargetInfo(name=str(getattr(target, "endpoint_name", target)), kind="object")
-    from ..local.deployments import RUNNING, get_local_deployment, list_local_deployments
+    from ..local.records import LocalStatus, default_store
+
+    store = default_store()
 
     if target.startswith(("http://", "https://")):
         from ..client.predictor import LocalPredictor
 
         # A URL of a recorded local deployment still knows its artifact (and so its tokenizer).
         url = target.rstrip("/")
-        known = [d for d in list_local_deployments() if d.url.rstrip("/") == url and d.status == RUNNING]
+        known = [d for d in store.list() if d.url.rstrip("/") == url and d.status is LocalStatus.RUNNING]
         source = known[0].artifact_dir if known else None
         return LocalPredictor(target), TargetInfo(name=target, kind="local", tokenizer_source=source)
-    deployment = get_local_deployment(target)
-    if deployment is not None and deployment.status != RUNNING:
+    deployment = store.get(target)
+    if deployment is not None and deployment.status is not LocalStatus.RUNNING:
         raise ConfigError("the local deployment's server is not running", field="target", value=target,
                           hint="start it again with inf2-deploy deploy --local")
     if deployment is not None:

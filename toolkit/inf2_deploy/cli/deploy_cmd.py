@@ -96,10 +96,10 @@ class _Display:
 
 
 def _deploy_local(args: argparse.Namespace, spec: Any) -> int:
-    from ..local.deployments import deploy_local
+    from ..local.deploy import serve_local
 
     print(f"packaging {spec.model} and starting the local server ...", file=sys.stderr)
-    deployment = deploy_local(spec, name=spec.endpoint_name, port=args.port, wait=not args.no_wait)
+    deployment = serve_local(spec, name=spec.endpoint_name, port=args.port, wait=not args.no_wait)
     print(f"local deployment {deployment.name} serving at {deployment.url} (pid {deployment.pid})")
     print(f"  invoke:  inf2-deploy invoke {deployment.name} \"Hello\"")
     print(f"  boto3:   AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={deployment.url}  (any endpoint name and credentials)")

@@ -227,7 +227,7 @@ def _local_artifact(source: str, region: str | None, on_progress: VerifyProgress
         return folder
     from ..aws.s3 import download_prefix, split_s3_uri
     from ..aws.session import make_session
-    from ..local.deployments import artifact_cache_dir
+    from ..local.paths import artifact_cache_dir
 
     bucket, key = split_s3_uri(source)
     if key.endswith(".tar.gz"):
