@@ -10,6 +10,8 @@ import pytest
 from ckpt_helpers import small_tensors, write_checkpoint
 from inf2_deploy.artifact.sources import hub_allow_patterns, open_checkpoint, resolve_checkpoint
 from inf2_deploy.errors import ModelSourceError
+from inf2_deploy.spec.catalog import model_config_for
+from inf2_deploy.spec.model_ref import ModelRef, model_slug
 
 SAFE_PATTERNS = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "config.json",
                  "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
@@ -64,6 +66,40 @@ def test_unknown_names_and_s3_are_refused() -> None:
         resolve_checkpoint("./no/such/folder")
     with pytest.raises(ModelSourceError, match="local folder or the Hub"):
         resolve_checkpoint("s3://bucket/prefix")
+
+
+@pytest.mark.parametrize(("model", "kind", "location"), [
+    ("tiny-gptj", "tiny", "tiny-gptj"),
+    ("gpt-j-6b", "hub", "EleutherAI/gpt-j-6b"),
+    ("someone/gptj", "hub", "someone/gptj"),
+    ("s3://bucket/models/gptj/", "s3", "s3://bucket/models/gptj/"),
+])
+def test_model_references_parse_to_one_kind(model: str, kind: str, location: str) -> None:
+    assert ModelRef.parse(model) == ModelRef(model, kind, location)
+
+
+@pytest.mark.parametrize("model", ["./no/such/folder", "/no/such/folder", "~/no/such", "a/b/c", "plainname"])
+def test_plan_and_package_refuse_the_same_references_alike(model: str) -> None:
+    for read in (ModelRef.parse, model_config_for, resolve_checkpoint):
+        with pytest.raises(ModelSourceError, match="neither a checkpoint folder nor a Hugging Face id"):
+            read(model)
+
+
+def test_a_folder_reference_is_local_and_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write_checkpoint(tmp_path / "ckpt", small_tensors(), fmt="safetensors")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ref = ModelRef.parse("~/ckpt")
+    assert (ref.kind, ref.path) == ("local", folder)
+    assert model_config_for("~/ckpt") == resolve_checkpoint("~/ckpt").config
+
+
+@pytest.mark.parametrize(("model", "slug"), [
+    ("EleutherAI/gpt-j-6b", "gpt-j-6b"), ("/data/My_Model/", "my-model"), ("s3://b/models/GPTJ", "gptj"),
+    ("___", "model"), ("x" * 100, "x" * 48),
+])
+def test_model_slug(model: str, slug: str) -> None:
+    assert model_slug(model) == slug
+    assert model_slug("a-" * 40, max_length=8) == "a-a-a-a"  # no trailing dash after cutting
 
 
 def test_tiny_alias_builds_into_the_cache(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Checkpoint sources: find the weights, config and tokenizer of a GPT-J checkpoint.
 
-A model is named the way the spec names it: the alias ``tiny-gptj`` (built
+A model is named the way the spec names it (see
+:class:`~inf2_deploy.spec.model_ref.ModelRef`): the alias ``tiny-gptj`` (built
 offline into a cache folder), the alias ``gpt-j-6b`` (EleutherAI/gpt-j-6b on the
 Hugging Face Hub), a Hub id ``owner/name``, or a local folder. A folder holds
 either safetensors (one file, or shards with ``model.safetensors.index.json``)
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelSourceError
+from ..spec.model_ref import ModelRef, read_model_json
 
 __all__ = [
     "ProgressCallback",
@@ -45,8 +47,6 @@ WEIGHT_FORMATS: tuple[tuple[str, str, str, str], ...] = (
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
 _METADATA_FILES = ("config.json", "generation_config.json")
-HUB_ALIASES = {"gpt-j-6b": "EleutherAI/gpt-j-6b"}
-TINY_ALIAS = "tiny-gptj"
 TINY_SEED = 0
 
 
@@ -85,20 +85,12 @@ def _missing(directory: Path, name: str, source_id: str, hint: str | None = None
                             field="model", value=source_id, hint=hint)
 
 
-def _read_json(path: Path, source_id: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelSourceError(f"cannot read {path.name} of {source_id}: {exc}", field="model",
-                               value=source_id) from None
-
-
 def _weight_files(directory: Path, source_id: str) -> tuple[str, tuple[Path, ...]] | None:
     """The first weight format present, with its files in order, or None when there are none."""
     for fmt, single, index_name, _shards in WEIGHT_FORMATS:
         index_path = directory / index_name
         if index_path.is_file():
-            index = _read_json(index_path, source_id)
+            index = read_model_json(index_path, source_id)
             weight_map = index.get("weight_map") if isinstance(index, dict) else None
             if not isinstance(weight_map, dict) or not weight_map:
                 raise ModelSourceError(f"{index_name} of {source_id} has no weight_map", field="model",
@@ -142,7 +134,7 @@ def open_checkpoint(directory: str | os.PathLike[str], *, kind: str = "local", s
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise _missing(folder, "config.json", source_id)
-    config = _read_json(config_path, source_id)
+    config = read_model_json(config_path, source_id)
     if not isinstance(config, dict):
         raise ModelSourceError(f"config.json of {source_id} is not a JSON object", field="model",
                                value=source_id)
@@ -217,6 +209,17 @@ def _hub_checkpoint(repo_id: str, *, snapshot_download: Callable[..., str] | Non
     return open_checkpoint(folder, kind="hub", source_id=repo_id)
 
 
+def _tiny_checkpoint(model: str, cache_dir: str | os.PathLike[str] | None) -> Checkpoint:
+    from .tiny import build_tiny_gptj
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        built = build_tiny_gptj(folder / f"tiny-gptj-seed{TINY_SEED}", seed=TINY_SEED)
+    except OSError as exc:
+        raise ModelSourceError(f"cannot build tiny-gptj in {folder}: {exc}", field="model", value=model) from None
+    return open_checkpoint(built, kind="tiny-gptj", source_id=model)
+
+
 def resolve_checkpoint(
     model: str,
     *,
@@ -236,26 +239,15 @@ def resolve_checkpoint(
         The checked checkpoint.
 
     Raises:
-        ModelSourceError: the model cannot be found, fetched, or is incomplete.
+        ModelSourceError: ``model`` is no model reference (see :meth:`ModelRef.parse`), or the
+            checkpoint cannot be found, fetched, or is incomplete.
     """
-    if model == TINY_ALIAS:
-        from .tiny import build_tiny_gptj
-
-        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        try:
-            built = build_tiny_gptj(folder / f"tiny-gptj-seed{TINY_SEED}", seed=TINY_SEED)
-        except OSError as exc:
-            raise ModelSourceError(f"cannot build tiny-gptj in {folder}: {exc}", field="model",
-                                   value=model) from None
-        return open_checkpoint(built, kind="tiny-gptj", source_id=model)
-    if model.startswith("s3://"):
+    ref = ModelRef.parse(model)
+    if ref.kind == "tiny":
+        return _tiny_checkpoint(model, cache_dir)
+    if ref.kind == "s3":
         raise ModelSourceError(f"cannot package from {model}: packaging reads a local folder or the Hub",
                                field="model", value=model, hint="download the checkpoint first")
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return open_checkpoint(path, kind="local", source_id=model)
-    repo_id = HUB_ALIASES.get(model, model)
-    if path.exists() or model.startswith((".", "/", "~")) or repo_id.count("/") != 1:
-        raise ModelSourceError(f"{model!r} is neither a checkpoint folder nor a Hugging Face id (owner/name)",
-                               field="model", value=model)
-    return _hub_checkpoint(repo_id, snapshot_download=snapshot_download, progress=progress)
+    if ref.kind == "local":
+        return open_checkpoint(ref.path, kind="local", source_id=model)
+    return _hub_checkpoint(ref.location, snapshot_download=snapshot_download, progress=progress)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelSourceError
+from .model_ref import ModelRef, read_model_json
 
 __all__ = [
     "GIB",
@@ -114,6 +115,8 @@ GPTJ_6B_CONFIG: dict[str, Any] = {
     "rotary": True,
     "torch_dtype": "float32",
 }
+# Planning an alias needs no network: its config.json is kept here.
+_ALIAS_CONFIGS = {"gpt-j-6b": GPTJ_6B_CONFIG}
 
 
 def gptj_tensor_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -185,15 +188,6 @@ class ModelFacts:
         )
 
 
-def _read_json(path: Path, source: str) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelSourceError(f"{source} has no config.json", field="model", value=source) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelSourceError(f"cannot read {path}: {exc}", field="model", value=source) from None
-
-
 def _s3_config(url: str) -> dict[str, Any]:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
@@ -220,7 +214,7 @@ def _hub_config(repo_id: str) -> dict[str, Any]:
             value=repo_id,
             hint="check the id and your network, or pass a local folder",
         ) from None
-    return _read_json(Path(path), repo_id)
+    return read_model_json(Path(path), repo_id)
 
 
 def model_config_for(model: str) -> dict[str, Any]:
@@ -229,27 +223,18 @@ def model_config_for(model: str) -> dict[str, Any]:
     Only ``config.json`` is fetched; weights are not touched.
 
     Raises:
-        ModelSourceError: the config cannot be found or read.
+        ModelSourceError: ``model`` is no model reference (see :meth:`ModelRef.parse`), or its
+            config cannot be found or read.
     """
-    if model == "gpt-j-6b":
-        return dict(GPTJ_6B_CONFIG)
-    if model == "tiny-gptj":
+    ref = ModelRef.parse(model)
+    if ref.kind == "tiny":
         from ..artifact.tiny import TINY_GPTJ_CONFIG
 
         return dict(TINY_GPTJ_CONFIG)
-    if model.startswith("s3://"):
-        return _s3_config(model)
-    path = Path(model).expanduser()
-    try:
-        is_folder, exists = path.is_dir(), path.exists()
-    except OSError as exc:  # e.g. no permission to look inside a parent folder
-        raise ModelSourceError(f"cannot look at {model}: {exc.strerror or exc}", field="model", value=model) from None
-    if is_folder:
-        return _read_json(path / "config.json", model)
-    if exists or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise ModelSourceError(
-            f"{model!r} is neither a checkpoint folder nor a Hugging Face id (owner/name)",
-            field="model",
-            value=model,
-        )
-    return _hub_config(model)
+    if ref.text in _ALIAS_CONFIGS:
+        return dict(_ALIAS_CONFIGS[ref.text])
+    if ref.kind == "s3":
+        return _s3_config(ref.location)
+    if ref.kind == "local":
+        return read_model_json(ref.path / "config.json", model)
+    return _hub_config(ref.location)
