@@ -445,6 +445,55 @@ def _write_index(out_dir: Path, shards: list[list[TensorInfo]], target: str, par
     return FileDigest.of_bytes(data, part_size).result(SAFE_INDEX_NAME)
 
 
+class _InputProgress:
+    """Counts the input bytes converted and reports them, labelled ``weights``."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
+        self._total, self._progress, self._done = total, progress, 0
+
+    def add(self, nbytes: int) -> None:
+        self._done += nbytes
+        if self._progress is not None:
+            self._progress(self._done, self._total, "weights")
+
+
+def _copy_tensors(reader: _SliceReader, writer: _ShardWriter, ring: _BufferRing, shard: list[TensorInfo],
+                  target: str, progress: _InputProgress) -> None:
+    """Queue every tensor of ``shard`` for writing, slice by slice, floats cast to ``target``."""
+    for info in shard:
+        out_dtype = _NUMPY_DTYPES[info.out_dtype(target)]
+        for piece in reader.slices(info):
+            if piece.dtype == out_dtype:
+                writer.write(piece)
+            else:
+                writer.write(cast_array(piece, target, out=ring.array(out_dtype, piece.size)))
+            progress.add(piece.nbytes)
+
+
+def _write_shards(checkpoint: Checkpoint, folder: Path, shards: list[list[TensorInfo]], target: str, *,
+                  chunk_bytes: int, part_size: int, progress: _InputProgress,
+                  on_file: Callable[[ArtifactFile, Path], None] | None) -> list[ArtifactFile]:
+    """Write each shard file, reporting each to ``on_file`` once it is complete."""
+    reader = _SliceReader(checkpoint.weight_format, chunk_bytes)
+    writer = _ShardWriter()
+    ring = _BufferRing()
+    files: list[ArtifactFile] = []
+    try:
+        for index, shard in enumerate(shards):
+            name = shard_name(index, len(shards))
+            header = _header_bytes(shard, target)
+            writer.open(folder / name, part_size)
+            writer.write(header)
+            _copy_tensors(reader, writer, ring, shard, target, progress)
+            files.append(writer.close(name, len(header) + sum(i.out_nbytes(target) for i in shard)))
+            if on_file is not None:
+                on_file(files[-1], folder / name)
+    finally:
+        reader.close()
+        writer.shutdown()
+    return files
+
+
 def convert_weights(
     checkpoint: Checkpoint,
     out_dir: str | os.PathLike[str],
@@ -491,34 +540,9 @@ def convert_weights(
     if expected_shapes is not None:
         check_tensors(infos, expected_shapes, checkpoint.source["id"])
     shards = plan_shards(infos, dtype, max_shard_bytes)
-    total_in = sum(info.in_nbytes for info in infos)
-    done = 0
-    reader = _SliceReader(checkpoint.weight_format, chunk_bytes)
-    writer = _ShardWriter()
-    cast_ring = _BufferRing()
-    files: list[ArtifactFile] = []
-    try:
-        for index, shard in enumerate(shards):
-            name = shard_name(index, len(shards))
-            header = _header_bytes(shard, dtype)
-            writer.open(folder / name, part_size)
-            writer.write(header)
-            for info in shard:
-                out_dtype = _NUMPY_DTYPES[info.out_dtype(dtype)]
-                for piece in reader.slices(info):
-                    if piece.dtype == out_dtype:
-                        writer.write(piece)
-                    else:
-                        writer.write(cast_array(piece, dtype, out=cast_ring.array(out_dtype, piece.size)))
-                    done += piece.nbytes
-                    if progress is not None:
-                        progress(done, total_in, "weights")
-            files.append(writer.close(name, len(header) + sum(i.out_nbytes(dtype) for i in shard)))
-            if on_file is not None:
-                on_file(files[-1], folder / name)
-    finally:
-        reader.close()
-        writer.shutdown()
+    files = _write_shards(checkpoint, folder, shards, dtype, chunk_bytes=chunk_bytes, part_size=part_size,
+                          progress=_InputProgress(sum(info.in_nbytes for info in infos), progress),
+                          on_file=on_file)
     if len(shards) > 1:
         files.append(_write_index(folder, shards, dtype, part_size))
         if on_file is not None:
