@@ -1,34 +1,22 @@
 """The serving configuration, read from the properties DJL hands to the handler.
 
 Property names are those of ``serving.properties`` with DJL's ``option.`` prefix
-already stripped (see :func:`inf2_serving.properties.handler_properties`):
-
-========================  =====================================================
-``model_dir``             Added by DJL: the artifact folder.
-``model_id``              Optional local folder with the weights (else model_dir).
-``backend``               ``neuron``, ``cpu`` or ``auto`` (default ``auto``).
-``tensor_parallel_degree``  NeuronCores to shard over (default 1).
-``n_positions``           Compiled context length (default: the model's).
-``batch_size``            Compiled batch size (default 1).
-``dtype``                 ``fp32``, ``fp16`` or ``bf16`` (default ``fp32``).
-``compiled_cache_url``    Neuron compile cache, a local path or ``s3://`` URL.
-``neuron_cc_flags``       Extra ``neuronx-cc`` flags, merged into ``NEURON_CC_FLAGS``.
-``correct_decode_mask``   ``true`` (default) builds GPT-J's Neuron graph with a causal
-                          decode mask (see :mod:`inf2_serving.neuron_mask`).
-``startup_self_check``    ``true`` (default) refuses to serve a model that fails the probes
-                          of :mod:`inf2_serving.self_check`; ``false`` serves it anyway.
-========================  =====================================================
+already stripped (see :func:`inf2_serving.properties.handler_properties`). Which
+keys the handler reads, their types and defaults are the contract's
+(:data:`inf2_serving.contract.HANDLER_PROPERTIES`); ``model_dir`` is added by DJL.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["AMP_BY_DTYPE", "BACKENDS", "ConfigError", "ServingConfig"]
+from .contract import DTYPES, HANDLER_PROPERTIES
 
-AMP_BY_DTYPE = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
-BACKENDS = ("neuron", "cpu", "auto")
+__all__ = ["ConfigError", "ServingConfig"]
+
+_DEFAULT = {prop.field: prop.default for prop in HANDLER_PROPERTIES}
 
 
 class ConfigError(ValueError):
@@ -39,29 +27,6 @@ class ConfigError(ValueError):
         self.field = field
         self.value = value
         self.hint = hint
-
-
-def _int_property(props: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = props.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, raw, "expected a whole number") from None
-    if value < 1:
-        raise ConfigError(name, raw, "must be at least 1")
-    return value
-
-
-def _bool_property(props: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = props.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value not in ("true", "false"):
-        raise ConfigError(name, raw, "expected true or false")
-    return value == "true"
 
 
 def _resolve_weights_dir(model_dir: str, model_id: str | None) -> str:
@@ -78,26 +43,38 @@ def _resolve_weights_dir(model_dir: str, model_id: str | None) -> str:
     return os.path.abspath(model_dir)
 
 
+def _read(props: Mapping[str, str]) -> dict[str, Any]:
+    """Every handler property's value, by field name."""
+    values = {}
+    for prop in HANDLER_PROPERTIES:
+        raw = props.get(prop.handler_key)
+        try:
+            values[prop.field] = prop.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(prop.handler_key, raw, str(exc)) from None
+    return values
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """Validated serving properties. Build it with :meth:`from_properties`."""
 
     model_dir: str
     weights_dir: str
-    backend: str = "auto"
-    tensor_parallel_degree: int = 1
-    n_positions: int | None = None
-    batch_size: int = 1
-    dtype: str = "fp32"
-    compiled_cache_url: str | None = None
-    neuron_cc_flags: str | None = None
-    correct_decode_mask: bool = True
-    startup_self_check: bool = True
+    backend: str = _DEFAULT["backend"]
+    tensor_parallel_degree: int = _DEFAULT["tensor_parallel_degree"]
+    n_positions: int | None = _DEFAULT["n_positions"]
+    batch_size: int = _DEFAULT["batch_size"]
+    dtype: str = _DEFAULT["dtype"]
+    compile_cache_url: str | None = _DEFAULT["compile_cache_url"]
+    neuron_cc_flags: str | None = _DEFAULT["neuron_cc_flags"]
+    correct_decode_mask: bool = _DEFAULT["correct_decode_mask"]
+    startup_self_check: bool = _DEFAULT["startup_self_check"]
 
     @property
     def amp(self) -> str:
         """The transformers-neuronx ``amp`` value for :attr:`dtype`."""
-        return AMP_BY_DTYPE[self.dtype]
+        return DTYPES[self.dtype].neuron_amp
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> ServingConfig:
@@ -109,22 +86,6 @@ class ServingConfig:
         model_dir = props.get("model_dir")
         if not model_dir:
             raise ConfigError("model_dir", model_dir, "DJL passes the model folder; set it when testing")
-        backend = props.get("backend", "auto").lower()
-        if backend not in BACKENDS:
-            raise ConfigError("backend", backend, "use one of " + ", ".join(BACKENDS))
-        dtype = props.get("dtype", "fp32").lower()
-        if dtype not in AMP_BY_DTYPE:
-            raise ConfigError("dtype", dtype, "use one of " + ", ".join(AMP_BY_DTYPE))
-        return cls(
-            model_dir=model_dir,
-            weights_dir=_resolve_weights_dir(model_dir, props.get("model_id")),
-            backend=backend,
-            tensor_parallel_degree=_int_property(props, "tensor_parallel_degree", 1),
-            n_positions=_int_property(props, "n_positions", None),
-            batch_size=_int_property(props, "batch_size", 1),
-            dtype=dtype,
-            compiled_cache_url=props.get("compiled_cache_url") or None,
-            neuron_cc_flags=props.get("neuron_cc_flags") or None,
-            correct_decode_mask=_bool_property(props, "correct_decode_mask", True),
-            startup_self_check=_bool_property(props, "startup_self_check", True),
-        )
+        values = _read(props)
+        weights_dir = _resolve_weights_dir(model_dir, values.pop("model_id"))
+        return cls(model_dir=model_dir, weights_dir=weights_dir, **values)

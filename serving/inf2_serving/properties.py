@@ -3,15 +3,16 @@
 DJL reads ``key=value`` lines, skips blank lines and ``#`` comments, and hands
 every ``option.*`` key to the Python engine with the prefix stripped. A key
 written with spaces around ``=`` is not recognised by DJL, so we refuse it
-instead of silently ignoring it.
+instead of silently ignoring it. Which keys mean what, and their defaults, is
+the contract's (:data:`inf2_serving.contract.PROPERTIES`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PropertiesError", "parse_properties", "read_properties", "handler_properties"]
+from .contract import OPTION_PREFIX
 
-OPTION_PREFIX = "option."
+__all__ = ["PropertiesError", "parse_properties", "read_properties", "handler_properties"]
 
 
 class PropertiesError(ValueError):

@@ -7,6 +7,8 @@ Request::
                     "repetition_penalty", "stop", "seed", "return_full_text", "details"},
      "stream": bool}
 
+The parameters and the values accepted are the contract's
+(:data:`inf2_serving.contract.PARAMETERS`), which the client checks too.
 Response: ``{"generated_text": str, "details"?: {...}}``, or a list of those for list
 inputs. Errors: ``{"error": "<what and how to fix>", "code": 400}``.
 
@@ -18,10 +20,18 @@ token texts always join to the final text.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .contract import (
+    DEFAULT_MAX_NEW_TOKENS,
+    PARAMETERS,
+    InvalidParameters,
+    lone_surrogate_at,
+    text_problem,
+    validate_parameters,
+)
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
@@ -37,14 +47,10 @@ __all__ = [
     "stream_line",
 ]
 
-DEFAULT_MAX_NEW_TOKENS = 30
-MAX_STOP_SEQUENCES = 8
 # Below this, dividing fp32 logits by the temperature overflows and sampling fails;
 # such a temperature means "always the likeliest token", so it decodes greedily.
 MIN_SAMPLING_TEMPERATURE = 1e-5
-# Logits are divided or multiplied by the penalty in fp32: far outside this range they
-# reach 0 or inf and sampling fails; inside it, 1 is off and 1.2 is the usual setting.
-REPETITION_PENALTY_RANGE = (0.01, 100.0)
+_DEFAULT = {parameter.name: parameter.default for parameter in PARAMETERS}
 
 
 class InvalidRequest(ValueError):
@@ -60,16 +66,16 @@ class InvalidRequest(ValueError):
 class GenerationParams:
     """Validated generation parameters (TGI names and meanings)."""
 
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    do_sample: bool = False
-    repetition_penalty: float | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    return_full_text: bool = False
-    details: bool = False
+    max_new_tokens: int = _DEFAULT["max_new_tokens"]
+    temperature: float = _DEFAULT["temperature"]
+    top_k: int | None = _DEFAULT["top_k"]
+    top_p: float | None = _DEFAULT["top_p"]
+    do_sample: bool = _DEFAULT["do_sample"]
+    repetition_penalty: float | None = _DEFAULT["repetition_penalty"]
+    stop: tuple[str, ...] = _DEFAULT["stop"]
+    seed: int | None = _DEFAULT["seed"]
+    return_full_text: bool = _DEFAULT["return_full_text"]
+    details: bool = _DEFAULT["details"]
 
     @property
     def sampling(self) -> bool:
@@ -99,54 +105,10 @@ class Completion:
     seed: int | None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int or float (JSON has no NaN or Infinity; 1e400 decodes to inf)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def lone_surrogate_at(text: str) -> int | None:
-    """The index of the first lone UTF-16 surrogate in ``text``, or None when it is valid Unicode.
-
-    JSON's ``\\ud800`` escapes and Python's ``surrogatepass`` decoding of bytes like
-    ``ed a0 80`` both produce such characters; no tokenizer can encode them.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
-
-
 def _check_text(text: str, field: str) -> None:
-    index = lone_surrogate_at(text)
-    if index is not None:
-        raise InvalidRequest(f"{field} has a lone UTF-16 surrogate (U+{ord(text[index]):04X}) at character {index}; "
-                             "send valid Unicode text", field=field)
-
-
-def _check(ok: bool, field: str, message: str) -> None:
-    if not ok:
-        raise InvalidRequest(f"parameters.{field} {message}", field=field)
-
-
-def _parse_stop(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    _check(isinstance(value, list), "stop", "must be a string or a list of strings")
-    _check(len(value) <= MAX_STOP_SEQUENCES, "stop", f"allows at most {MAX_STOP_SEQUENCES} sequences")
-    for index, item in enumerate(value):
-        _check(isinstance(item, str) and item != "", "stop", "must contain only non-empty strings")
-        _check_text(item, f"parameters.stop[{index}]")
-    return tuple(value)
+    problem = text_problem(text)
+    if problem is not None:
+        raise InvalidRequest(f"{field} {problem}", field=field)
 
 
 def _parse_params(raw: Any) -> GenerationParams:
@@ -154,43 +116,13 @@ def _parse_params(raw: Any) -> GenerationParams:
         return GenerationParams()
     if not isinstance(raw, dict):
         raise InvalidRequest('"parameters" must be a JSON object', field="parameters")
-    known = GenerationParams.__dataclass_fields__
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise InvalidRequest(
-            f"unknown parameter(s) {', '.join(unknown)}; supported: {', '.join(sorted(known))}",
-            field=unknown[0],
-        )
-    values: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
-    if "max_new_tokens" in values:
-        v = values["max_new_tokens"]
-        _check(_is_int(v) and v >= 1, "max_new_tokens", f"must be a whole number >= 1, got {v!r}")
-    if "temperature" in values:
-        v = values["temperature"]
-        _check(_is_number(v) and v >= 0, "temperature", f"must be a number >= 0, got {v!r}")
-        values["temperature"] = float(v)
-    if "top_k" in values:
-        v = values["top_k"]
-        _check(_is_int(v) and v >= 0, "top_k", f"must be a whole number >= 0 (0 disables), got {v!r}")
-    if "top_p" in values:
-        v = values["top_p"]
-        _check(_is_number(v) and 0 < v <= 1, "top_p", f"must be a number in (0, 1], got {v!r}")
-        values["top_p"] = float(v)
-    if "repetition_penalty" in values:
-        v = values["repetition_penalty"]
-        low, high = REPETITION_PENALTY_RANGE
-        _check(_is_number(v) and low <= v <= high, "repetition_penalty",
-               f"must be a number from {low} to {high}, got {v!r}")
-        values["repetition_penalty"] = float(v)
-    if "seed" in values:
-        v = values["seed"]
-        _check(_is_int(v) and 0 <= v < 2**63, "seed", f"must be a whole number >= 0, got {v!r}")
-    for flag in ("do_sample", "return_full_text", "details"):
-        if flag in values:
-            _check(isinstance(values[flag], bool), flag, f"must be true or false, got {values[flag]!r}")
-    if "stop" in values:
-        values["stop"] = _parse_stop(values["stop"])
-    return GenerationParams(**values)
+    try:
+        return GenerationParams(**validate_parameters(raw))
+    except InvalidParameters as exc:
+        first = exc.problems[0]
+        # An item is named from the body's root, as inputs[1] is; a whole parameter by its name.
+        field = first.name if first.index is None else f"parameters.{first.field}"
+        raise InvalidRequest(str(exc), field=field) from None
 
 
 def parse_request(payload: Any) -> GenerationRequest:

@@ -27,7 +27,7 @@ def test_serving_config_reads_every_property(tiny_gptj) -> None:
     })
     assert config.weights_dir == str(tiny_gptj) and config.backend == "neuron"
     assert (config.tensor_parallel_degree, config.n_positions, config.batch_size) == (8, 1024, 4)
-    assert (config.amp, config.compiled_cache_url, config.neuron_cc_flags) == ("bf16", "s3://b/c", "-O2")
+    assert (config.amp, config.compile_cache_url, config.neuron_cc_flags) == ("bf16", "s3://b/c", "-O2")
     defaults = ServingConfig.from_properties({"model_dir": "/m"})
     assert (defaults.backend, defaults.batch_size, defaults.amp, defaults.n_positions) == ("auto", 1, "f32", None)
 
