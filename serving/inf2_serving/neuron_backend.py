@@ -41,6 +41,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from .config import ServingConfig
+from .contract import MODEL_DIR
 from .engine import StepObserver
 from .hf_generation import run_generate
 from .neuron_mask import decode_mask_installed
@@ -51,7 +52,7 @@ __all__ = ["DEFAULT_COMPILE_CACHE", "NeuronBackend", "configure_compiler_env", "
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMPILE_CACHE = "/var/tmp/neuron-compile-cache"
-READ_ONLY_MODEL_DIR = "/opt/ml/model"
+READ_ONLY_MODEL_DIR = MODEL_DIR
 NEURON_DEVICE = "/dev/neuron0"
 _CACHE_DIR_FLAG = "--cache_dir"
 
@@ -138,7 +139,7 @@ def configure_compiler_env(
             flags = merge_cc_flags(flags, f"{_CACHE_DIR_FLAG}={usable}")
         cache = usable
     else:
-        url = config.compiled_cache_url or env.get("NEURON_COMPILE_CACHE_URL") or default_cache
+        url = config.compile_cache_url or env.get("NEURON_COMPILE_CACHE_URL") or default_cache
         cache = _writable_cache(url, read_only_root, default_cache)
         env["NEURON_COMPILE_CACHE_URL"] = cache
     if flags:

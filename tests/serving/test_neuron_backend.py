@@ -88,7 +88,7 @@ def test_cache_defaults_and_keeps_an_existing_env() -> None:
     assert env == {"NEURON_COMPILE_CACHE_URL": DEFAULT_COMPILE_CACHE}
     env = {"NEURON_COMPILE_CACHE_URL": "s3://bucket/cache"}
     assert configure_compiler_env(config, env) == "s3://bucket/cache"
-    override = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url="/var/tmp/x")
+    override = ServingConfig(model_dir="/m", weights_dir="/m", compile_cache_url="/var/tmp/x")
     assert configure_compiler_env(override, env) == "/var/tmp/x"
 
 
@@ -109,7 +109,7 @@ def test_our_compiler_flags_merge_into_the_existing_ones(existing: str, ours: st
 @pytest.mark.parametrize("flags", ["--cache_dir=/var/tmp/mine -O1", "-O1 --cache_dir /var/tmp/mine"])
 def test_a_cache_dir_flag_wins_over_the_cache_url(flags: str) -> None:
     # libneuronxla resolves --cache_dir in NEURON_CC_FLAGS before NEURON_COMPILE_CACHE_URL.
-    config = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url="s3://bucket/cache")
+    config = ServingConfig(model_dir="/m", weights_dir="/m", compile_cache_url="s3://bucket/cache")
     env = {"NEURON_CC_FLAGS": flags}
     assert configure_compiler_env(config, env) == "/var/tmp/mine"
     assert "NEURON_COMPILE_CACHE_URL" not in env and env["NEURON_CC_FLAGS"] == flags
@@ -127,7 +127,7 @@ def test_a_cache_in_the_read_only_model_dir_is_copied_to_a_writable_place(tmp_pa
     model_dir, cache = _read_only_cache(tmp_path)
     writable = tmp_path / "var-tmp-cache"
     for field, config, env in [
-        ("property", ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url=str(cache)), {}),
+        ("property", ServingConfig(model_dir="/m", weights_dir="/m", compile_cache_url=str(cache)), {}),
         ("env", ServingConfig(model_dir="/m", weights_dir="/m"), {"NEURON_COMPILE_CACHE_URL": str(cache)}),
     ]:
         used = configure_compiler_env(config, env, read_only_root=str(model_dir), default_cache=str(writable))
@@ -148,7 +148,7 @@ def test_a_read_only_cache_dir_flag_is_redirected_too(tmp_path) -> None:
 
 
 def test_a_missing_read_only_cache_just_uses_the_default(tmp_path) -> None:
-    config = ServingConfig(model_dir="/m", weights_dir="/m", compiled_cache_url="/opt/ml/model/../model/c")
+    config = ServingConfig(model_dir="/m", weights_dir="/m", compile_cache_url="/opt/ml/model/../model/c")
     env = {}
     assert configure_compiler_env(config, env, default_cache=str(tmp_path / "d")) == str(tmp_path / "d")
     assert not (tmp_path / "d").exists()
