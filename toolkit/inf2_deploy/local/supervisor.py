@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from inf2_serving.contract import BACKENDS
+
 from ..clock import Clock, SystemClock
 from ..errors import ConfigError, EndpointFailedError, ModelSourceError
 from ..spec.validators import check_endpoint_name
@@ -35,7 +37,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "cpu", "neuron")
 DEFAULT_START_TIMEOUT = 300.0
 DEFAULT_STOP_TIMEOUT = 10.0
 _POLL_SECONDS = 0.2
