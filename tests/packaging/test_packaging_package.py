@@ -196,13 +196,12 @@ def test_packaged_fp16_tiny_gptj_matches_the_fp32_model(tiny_artifact: Artifact,
     assert torch.equal(got.argmax(-1), want.argmax(-1))
 
 
-def test_image_lookups_are_cached_per_sdk_version_and_failures_are_not(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from inf2_deploy.artifact import packager
+def test_image_lookups_are_cached_per_sdk_version_and_failures_are_not(tmp_path: Path) -> None:
+    from inf2_deploy.artifact.image_cache import cached_image_resolver
     from inf2_deploy.aws.images import resolve_image_uri
     from inf2_deploy.errors import ImageNotFoundError
 
-    resolve = packager.cached_image_resolver(tmp_path)
+    resolve = cached_image_resolver(tmp_path)
     uri = resolve("us-east-1", "0.29.0")
     assert uri == resolve_image_uri("us-east-1", "0.29.0")
     cached = json.loads((tmp_path / "image-uris.json").read_text())
@@ -211,13 +210,26 @@ def test_image_lookups_are_cached_per_sdk_version_and_failures_are_not(tmp_path:
     def registry_must_not_be_asked(region: str, version: str) -> str:
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(packager, "resolve_image_uri", registry_must_not_be_asked)
-    assert packager.cached_image_resolver(tmp_path)("us-east-1", "0.29.0") == uri
-    monkeypatch.setattr(packager, "_sdk_version", lambda: "sagemaker-core 999")  # an SDK upgrade misses
-    with pytest.raises(AssertionError, match="cache miss"):
-        resolve("us-east-1", "0.29.0")
-    monkeypatch.undo()
+    assert cached_image_resolver(tmp_path, resolve=registry_must_not_be_asked)("us-east-1", "0.29.0") == uri
+    upgraded = cached_image_resolver(tmp_path, resolve=registry_must_not_be_asked,
+                                     sdk_version=lambda: "sagemaker-core 999")
+    with pytest.raises(AssertionError, match="cache miss"):  # an SDK upgrade misses
+        upgraded("us-east-1", "0.29.0")
     for _ in range(2):
         with pytest.raises(ImageNotFoundError):
             resolve("af-south-1", "0.29.0")
     assert len(json.loads((tmp_path / "image-uris.json").read_text())) == 1
+
+
+def test_without_an_sdk_version_image_lookups_are_not_remembered(tmp_path: Path) -> None:
+    from inf2_deploy.artifact.image_cache import cached_image_resolver
+
+    asked: list[str] = []
+
+    def registry(region: str, version: str) -> str:
+        asked.append(region)
+        return f"image-for-{region}"
+
+    resolve = cached_image_resolver(tmp_path / "cache", resolve=registry, sdk_version=lambda: None)
+    assert [resolve("us-east-1", "0.29.0") for _ in range(2)] == ["image-for-us-east-1"] * 2
+    assert asked == ["us-east-1", "us-east-1"] and not (tmp_path / "cache").exists()

@@ -20,20 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..atomic import atomic_write_text
-from ..aws.images import resolve_image_uri
+from ..atomic import atomic_dir
 from ..errors import ConfigError, ModelSourceError
 from ..spec.catalog import ModelFacts, gptj_tensor_shapes
 from ..spec.deployment_spec import DeploymentSpec
-from ..spec.planner import ImageResolver, Plan, check_plan
+from ..spec.planner import Plan, check_plan
 from ..spec.validators import check_path
 from ..version import __version__
 from .convert import DEFAULT_MAX_SHARD_BYTES, TORCH_DTYPE_NAMES, convert_weights
+from .image_cache import cached_image_resolver
 from .manifest import (
     MANIFEST_NAME,
     UPLOAD_PART_SIZE,
@@ -45,15 +44,12 @@ from .manifest import (
 from .properties import render_properties
 from .sources import Checkpoint, ProgressCallback, default_cache_dir, resolve_checkpoint
 
-__all__ = ["package", "PackageObserver", "build_key", "cached_image_resolver", "serving_code_files",
-           "tokenizer_files"]
+__all__ = ["package", "PackageObserver", "build_key", "serving_code_files", "tokenizer_files"]
 
 SERVING_ENTRY = "model.py"
 SERVING_PACKAGE = "inf2_serving"
 _EOS_TEXT = "<|endoftext|>"
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
-_IMAGE_CACHE = "image-uris.json"
-_SDK_DISTRIBUTIONS = ("sagemaker-core", "sagemaker")
 
 
 class PackageObserver(Protocol):
@@ -79,49 +75,6 @@ def build_key(inputs: dict[str, Any], serving: dict[str, str]) -> str:
     """
     text = json.dumps({**inputs, "serving": serving}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _sdk_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in _SDK_DISTRIBUTIONS:
-        try:
-            return f"{name} {version(name)}"
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-def cached_image_resolver(cache_dir: str | os.PathLike[str]) -> ImageResolver:
-    """:func:`resolve_image_uri`, with its answers remembered in ``cache_dir`` per SDK version.
-
-    The image registry is data shipped inside the SageMaker SDK, so an answer holds
-    until the SDK changes; the SDK's import costs about two seconds, which would
-    otherwise dominate re-packaging an unchanged model. Failures are not cached, so
-    a bad region or version raises exactly what ``plan`` raises.
-    """
-    path = Path(cache_dir) / _IMAGE_CACHE
-
-    def resolve(region: str, version: str) -> str:
-        sdk = _sdk_version()
-        key = f"{sdk}|{region}|{version}"
-        try:
-            cache = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cache = {}
-        if sdk is not None and isinstance(cache, dict) and isinstance(cache.get(key), str):
-            return cache[key]
-        uri = resolve_image_uri(region, version)
-        if sdk is not None:
-            cache = {**cache, key: uri} if isinstance(cache, dict) else {key: uri}
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(path, json.dumps(cache, indent=2, sort_keys=True) + "\n")
-            except OSError:
-                pass  # the cache only saves time; an unwritable cache folder must not fail packaging
-        return uri
-
-    return resolve
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -293,17 +246,6 @@ def _unchanged(artifact: Artifact, expected: dict[str, Any], serving: dict[str, 
     return all((artifact.directory / f.path).stat().st_size == f.size for f in artifact.files)
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    # os.replace cannot replace a non-empty folder: move the old one aside first.
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "artifact")
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _check_writable(target: Path) -> None:
     """Fail now, naming ``output``, if the artifact's folder cannot be created: not after converting.
 
@@ -315,6 +257,38 @@ def _check_writable(target: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot create {target}: {exc.strerror or exc}", field="output",
                           value=str(target)) from None
+
+
+def _checked_plan(spec_or_plan: DeploymentSpec | Plan, cache: Path) -> Plan:
+    """The plan to package; raises PlanError when it has errors."""
+    if isinstance(spec_or_plan, DeploymentSpec):
+        return check_plan(spec_or_plan, image_resolver=cached_image_resolver(cache))
+    return spec_or_plan.raise_for_errors()
+
+
+def _build_inputs(checkpoint: Checkpoint, plan: Plan, max_shard_bytes: int) -> dict[str, Any]:
+    """Everything but the serving code an artifact is built from, as its manifest records it."""
+    conversion = {"dtype": plan.spec.dtype, "max_shard_bytes": max_shard_bytes}
+    # A JSON round trip makes it comparable with what Artifact.load reads back.
+    return json.loads(json.dumps({"source": checkpoint.source, "plan": plan.to_dict(), "conversion": conversion,
+                                  "part_size": UPLOAD_PART_SIZE, "tool_version": __version__}))
+
+
+def _build(staging: Path, checkpoint: Checkpoint, plan: Plan, inputs: dict[str, Any], *,
+           progress: ProgressCallback | None, observer: PackageObserver | None) -> None:
+    """Write every file of the artifact, and its manifest.json recording ``inputs``, into ``staging``."""
+    conversion = inputs["conversion"]
+    # The small files first, so that an observer can upload them while the weights convert.
+    files = _write_small(staging, _small_files(checkpoint, plan), UPLOAD_PART_SIZE, observer)
+    files += convert_weights(checkpoint, staging, dtype=plan.spec.dtype,
+                             expected_shapes=gptj_tensor_shapes(checkpoint.config),
+                             max_shard_bytes=conversion["max_shard_bytes"], part_size=UPLOAD_PART_SIZE,
+                             progress=progress, on_file=observer.file_written if observer else None)
+    write_manifest(staging, files=files, plan=inputs["plan"], source=inputs["source"],
+                   part_size=inputs["part_size"], conversion=conversion)
+    staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
+    if observer is not None:
+        observer.commit()
 
 
 def package(
@@ -352,10 +326,7 @@ def package(
             match its config.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if isinstance(spec_or_plan, DeploymentSpec):
-        plan = check_plan(spec_or_plan, image_resolver=cached_image_resolver(cache))
-    else:
-        plan = spec_or_plan.raise_for_errors()
+    plan = _checked_plan(spec_or_plan, cache)
     if max_shard_bytes <= 0:
         raise ConfigError(f"max_shard_bytes must be positive, got {max_shard_bytes}", field="max_shard_bytes",
                           value=max_shard_bytes)
@@ -365,33 +336,12 @@ def package(
     checkpoint = resolve_checkpoint(plan.spec.model, cache_dir=cache, progress=progress)
     # The checkpoint's own config decides the tensor shapes (the plan may have used a built-in copy).
     ModelFacts.from_config(checkpoint.config, source=checkpoint.source["id"])
-    plan_dict = plan.to_dict()
-    conversion = {"dtype": plan.spec.dtype, "max_shard_bytes": max_shard_bytes}
-    serving = serving_code_files()
-    expected = json.loads(json.dumps({"source": checkpoint.source, "plan": plan_dict, "conversion": conversion,
-                                      "part_size": UPLOAD_PART_SIZE, "tool_version": __version__}))
-    serving_digests = _digests(serving, UPLOAD_PART_SIZE)
+    inputs = _build_inputs(checkpoint, plan, max_shard_bytes)
+    serving_digests = _digests(serving_code_files(), UPLOAD_PART_SIZE)
     if observer is not None:
-        observer.begin(build_key(expected, serving_digests))
-    if existing is not None and not force and _unchanged(existing, expected, serving_digests):
+        observer.begin(build_key(inputs, serving_digests))
+    if existing is not None and not force and _unchanged(existing, inputs, serving_digests):
         return existing
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incomplete-", dir=target.parent))
-    try:
-        # The small files first, so that an observer can upload them while the weights convert.
-        files = _write_small(staging, _small_files(checkpoint, plan), UPLOAD_PART_SIZE, observer)
-        files += convert_weights(checkpoint, staging, dtype=plan.spec.dtype,
-                                 expected_shapes=gptj_tensor_shapes(checkpoint.config),
-                                 max_shard_bytes=max_shard_bytes, part_size=UPLOAD_PART_SIZE, progress=progress,
-                                 on_file=observer.file_written if observer else None)
-        write_manifest(staging, files=files, plan=plan_dict, source=checkpoint.source,
-                       part_size=UPLOAD_PART_SIZE, conversion=conversion)
-        staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
-        if observer is not None:
-            observer.commit()
-        _move_into_place(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    with atomic_dir(target) as staging:
+        _build(staging, checkpoint, plan, inputs, progress=progress, observer=observer)
     return Artifact.load(target)
