@@ -11,7 +11,6 @@ this deploy created is rolled back so that nothing keeps billing.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..artifact.manifest import Artifact
 from ..clock import Clock, SystemClock
 from ..errors import AwsError, ConfigError, EndpointFailedError
 from ..spec.deployment_spec import DeploymentSpec
+from ..spec.model_ref import model_slug
 from ..spec.planner import check_plan
 from .endpoint import (
     TAG_ENDPOINT,
@@ -54,7 +54,6 @@ __all__ = [
     "list_deployments",
     "default_endpoint_name",
     "default_artifact_dir",
-    "model_slug",
     "require_role",
 ]
 
@@ -120,12 +119,6 @@ class DeploymentInfo:
         if self.created is None:
             return None
         return ((now or datetime.now(timezone.utc)) - self.created).total_seconds()
-
-
-def model_slug(model: str) -> str:
-    """A short S3- and name-safe slug of a model reference (its last path part)."""
-    last = model.rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-")[:48].strip("-") or "model"
 
 
 def default_endpoint_name(spec: DeploymentSpec) -> str:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..spec.model_ref import model_slug
 from ..spec.validators import check_endpoint_name
 from .paths import artifact_cache_dir, cache_root
 from .records import LocalDeployment, LocalStore
@@ -26,9 +26,7 @@ __all__ = ["default_name", "serve_local", "spec_cache_key"]
 
 def default_name(model: str) -> str:
     """``<last part of the model>-local``, e.g. ``gpt-j-6b-local`` for EleutherAI/gpt-j-6b."""
-    last = model.rstrip("/").rsplit("/", 1)[-1].lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", last).strip("-")[:56] or "model"
-    return f"{slug}-local"
+    return f"{model_slug(model, max_length=56)}-local"
 
 
 def spec_cache_key(spec: DeploymentSpec) -> str:
