@@ -1,8 +1,9 @@
 """Generate docs/configuration.md from the code, so the reference cannot drift.
 
-Three sources: the spec fields (with their descriptions and defaults), every
-CLI command's flags (from the argparse parser itself), and the
-serving.properties keys (``properties.PROPERTY_REFERENCE``).
+Four sources: the spec fields (with their descriptions and defaults), every
+CLI command's flags (from the argparse parser itself), the serving.properties
+keys (``properties.PROPERTY_REFERENCE``) and the request parameters of the
+contract (``inf2_serving.contract.PARAMETERS``).
 
 Run ``python tools/reference_doc.py --write docs/configuration.md`` after
 changing any of them; a test fails while the file is stale.
@@ -16,6 +17,7 @@ from pathlib import Path
 from inf2_deploy.artifact.properties import PROPERTY_REFERENCE
 from inf2_deploy.cli import build_parser
 from inf2_deploy.spec.deployment_spec import DeploymentSpec
+from inf2_serving.contract import PARAMETERS, format_value
 
 __all__ = ["configuration_reference"]
 
@@ -75,11 +77,30 @@ def configuration_reference() -> str:
     lines += ["", "## CLI commands", ""]
     for name, command in commands.items():
         lines += _command_section(name, command)
-    lines += ["## serving.properties keys", "",
-              "DJL strips the `option.` prefix before the handler sees a key.", "",
-              "| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{key}` | {_cell(default)} | {_cell(meaning)} |" for key, default, meaning in PROPERTY_REFERENCE]
+    lines += _properties_section() + [""] + _parameters_section()
     return "\n".join(lines) + "\n"
+
+
+def _properties_section() -> list[str]:
+    lines = ["## serving.properties keys", "",
+             "DJL strips the `option.` prefix before the handler sees a key. The default is what the reader uses",
+             "when the key is absent or empty; the packager column says what `inf2-deploy package` writes.", "",
+             "| key | default | packaged | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{key}` | {_cell(default)} | {_cell(packaged)} | {_cell(meaning)} |"
+              for key, default, packaged, meaning in PROPERTY_REFERENCE]
+    return lines
+
+
+def _parameters_section() -> list[str]:
+    lines = ["## Request parameters", "",
+             'The `parameters` of a request (`{"inputs", "parameters", "stream"}`). The client checks them as the',
+             "server does, so a value the server would refuse fails before the call. `null` means the default.", "",
+             "| parameter | accepts | default | meaning |", "|---|---|---|---|"]
+    for parameter in PARAMETERS:
+        default = {None: "unset", (): "none"}.get(parameter.default, f"`{format_value(parameter.default)}`")
+        lines.append(f"| `{parameter.name}` | {_cell(parameter.expected)} | {default} | "
+                     f"{_cell(parameter.description)} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -349,8 +349,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("top_k", "int", None, "Sample among the k likeliest tokens; 0 disables.", minimum=0),
     Parameter("top_p", "number", None, "Sample among the likeliest tokens whose probabilities sum to p.",
               minimum=0, maximum=1, above_minimum=True),
-    Parameter("do_sample", "bool", False, "Sample; without it, decoding is greedy and the three above have "
-              "no effect."),
+    Parameter("do_sample", "bool", False, "Sample; without it, decoding is greedy and temperature, top_k and "
+              "top_p have no effect."),
     Parameter("repetition_penalty", "number", None, "Penalizes tokens already in the sequence; 1 is off.",
               minimum=REPETITION_PENALTY_RANGE[0], maximum=REPETITION_PENALTY_RANGE[1]),
     Parameter("stop", "strings", (), "Sequences that end generation; kept at the end of the text, as TGI does.",

@@ -8,6 +8,7 @@ from pathlib import Path
 from inf2_deploy.artifact.properties import PROPERTY_REFERENCE
 from inf2_deploy.cli import build_parser
 from inf2_serving.config import ServingConfig
+from inf2_serving.contract import PROPERTY_BY_FIELD
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "configuration.md"
@@ -44,6 +45,7 @@ def test_every_cli_flag_is_documented():
 
 
 def test_every_property_the_handler_reads_is_documented():
-    documented = {key.removeprefix("option.") for key, _, _ in PROPERTY_REFERENCE}
-    read = {field.name for field in dataclasses.fields(ServingConfig)} - {"model_dir", "weights_dir"}
+    documented = {key for key, *_ in PROPERTY_REFERENCE}
+    fields = {field.name for field in dataclasses.fields(ServingConfig)} - {"model_dir", "weights_dir"}
+    read = {PROPERTY_BY_FIELD[name].key for name in fields | {"model_id"}}
     assert read <= documented, read - documented

@@ -18,14 +18,19 @@ endpoint answers with, whatever the transport, is an
 """
 from __future__ import annotations
 
-import difflib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
-from inf2_serving.schema import lone_surrogate_at
+from inf2_serving.contract import (
+    PARAMETER_NAMES,
+    InvalidParameters,
+    lone_surrogate_at,
+    text_problem,
+    validate_parameters,
+)
 
 from ..errors import ConfigError, CredentialsError, EndpointNotFoundError, InvocationError
 from ..spec.validators import check_endpoint_name
@@ -49,68 +54,38 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_stop(value: Any) -> bool:
-    if isinstance(value, str):
-        return value != ""
-    return isinstance(value, (list, tuple)) and all(isinstance(s, str) and s for s in value)
-
-
-# TGI parameter name -> (accepts the value, what it must be)
-_PARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
-    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "top_k": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
-    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "stop": (_is_stop, "a non-empty string or a list of them"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "return_full_text": (lambda v: isinstance(v, bool), "true or false"),
-    "details": (lambda v: isinstance(v, bool), "true or false"),
-}
-GENERATION_PARAMETERS: tuple[str, ...] = tuple(_PARAMETER_RULES)
+GENERATION_PARAMETERS: tuple[str, ...] = PARAMETER_NAMES
 """The TGI generation parameter names the LMI schema accepts."""
 
 
-def check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Validate generation parameters lightly; drop those set to ``None``.
+def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate generation parameters with the server's own rules; drop those set to ``None``.
+
+    The rules are the contract's (:data:`inf2_serving.contract.PARAMETERS`), so what
+    passes here is what the server accepts.
 
     Returns:
         The parameters to send, with ``stop`` as a list.
 
     Raises:
-        ConfigError: an unknown name (with the closest known one) or a value of the wrong kind.
+        ConfigError: an unknown name (with the closest known one) or a refused value;
+            ``problems`` lists every field at fault.
     """
-    checked: dict[str, Any] = {}
-    for name, value in parameters.items():
-        if name not in _PARAMETER_RULES:
-            close = difflib.get_close_matches(name, GENERATION_PARAMETERS, n=1)
-            raise ConfigError(
-                f"unknown generation parameter; supported: {', '.join(GENERATION_PARAMETERS)}",
-                field=name, value=value, hint=f"did you mean {close[0]}?" if close else None,
-            )
-        if value is None:
-            continue
-        accepts, expected = _PARAMETER_RULES[name]
-        if not accepts(value):
-            raise ConfigError(f"must be {expected}, got {value!r}", field=name, value=value)
-        checked[name] = [value] if name == "stop" and isinstance(value, str) else value
+    try:
+        checked = validate_parameters(parameters)
+    except InvalidParameters as exc:
+        error = ConfigError.from_problems([(problem.field, problem.message) for problem in exc.problems])
+        error.value = exc.problems[0].value
+        raise error from None
     if "stop" in checked:
         checked["stop"] = list(checked["stop"])
-        for index, stop in enumerate(checked["stop"]):
-            _check_text(stop, f"stop[{index}]")
     return checked
 
 
 def _check_text(text: str, field: str) -> None:
     index = lone_surrogate_at(text)
     if index is not None:
-        raise ConfigError(f"has a lone UTF-16 surrogate (U+{ord(text[index]):04X}) at character {index}; "
-                          "it cannot be sent as UTF-8", field=field, value=text[max(0, index - 20):index + 20])
+        raise ConfigError(str(text_problem(text)), field=field, value=text[max(0, index - 20):index + 20])
 
 
 def _check_prompt(prompt: Any) -> str:
