@@ -19,22 +19,16 @@ token streaming.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .handler import HandlerNotReady, ModelHandler, ReadinessState
+from .jsonline import JSONLINES, encode_line
 from .schema import GenerationRequest, InvalidRequest, error_body, parse_body
 
 __all__ = ["handle", "handler"]
 
 handler = ModelHandler()
 """The process-wide handler; DJL runs one worker process per model."""
-
-JSONLINES = "application/jsonlines"
-
-
-def _jsonline(item: dict[str, Any]) -> bytes:
-    return (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _parse(item: Any) -> GenerationRequest:
@@ -50,7 +44,7 @@ def _single(inputs: Any, output: Any) -> Any:
         if request.stream:
             lines = handler.stream(request)
             output.add_property("content-type", JSONLINES)
-            output.add_stream_content(lines, output_formatter=_jsonline)
+            output.add_stream_content(lines, output_formatter=encode_line)
             return output
         body = handler.generate(request)
     except (InvalidRequest, HandlerNotReady) as exc:
@@ -79,7 +73,7 @@ def _batch(items: list[Any], output: Any) -> Any:
         elif request.stream:
             # DJL streams one Output per handle() call: a stream in a batch of several
             # gets its whole jsonlines body at once, typed per item as DJL's handlers do.
-            answers[index] = b"".join(_jsonline(line) for line in result)
+            answers[index] = b"".join(encode_line(line) for line in result)
             output.add_property(f"batch_{index}_Content-Type", JSONLINES)
         else:
             answers[index] = result

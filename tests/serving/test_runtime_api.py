@@ -10,7 +10,7 @@ import httpx
 import pytest
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError
-from inf2_deploy.local.runtime_api import _event_stream, event_message, payload_part, stream_exception
+from inf2_deploy.local.runtime_api import event_message, event_stream, payload_part, stream_exception
 
 ENDPOINT = "tiny-gptj-local"
 
@@ -51,7 +51,7 @@ def test_lines_split_across_chunks_go_out_whole_and_an_error_line_ends_the_strea
             yield chunk
 
     async def collect() -> bytes:
-        return b"".join([frame async for frame in _event_stream(body())])
+        return b"".join([frame async for frame in event_stream(body())])
 
     messages = _decode(asyncio.run(collect()))
     assert [payload for _, payload in messages[:2]] == [b'{"token": 1}\n', b'{"token": 2}\n{"token": 3}\n']

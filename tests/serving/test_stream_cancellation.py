@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from inf2_deploy.local.server import DynamicBatcher
+from inf2_deploy.local.batcher import ClientGone, DynamicBatcher
 from inf2_serving.engine import CANCELLED
 from inf2_serving.schema import GenerationParams, parse_request
 
@@ -78,8 +78,6 @@ def test_the_djl_style_call_without_on_line_is_unaffected(cpu_handler, reference
 
 
 def test_the_batcher_drops_a_request_whose_client_left_while_it_waited(cpu_handler, record_steps) -> None:
-    from inf2_deploy.local.server import _ClientGone
-
     log = record_steps(cpu_handler.engine.backend)
 
     async def gone() -> bool:
@@ -94,9 +92,9 @@ def test_the_batcher_drops_a_request_whose_client_left_while_it_waited(cpu_handl
         try:
             plain = parse_request({"inputs": "Hello world", "parameters": {"max_new_tokens": 3}})
             stream = parse_request({"inputs": "Hello world", "stream": True, "parameters": {"max_new_tokens": 3}})
-            with pytest.raises(_ClientGone):
+            with pytest.raises(ClientGone):
                 await batcher.submit(plain, gone)
-            with pytest.raises(_ClientGone):
+            with pytest.raises(ClientGone):
                 await anext(batcher.stream(stream, gone))
             return await batcher.submit(plain, here)
         finally:

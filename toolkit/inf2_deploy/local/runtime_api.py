@@ -42,6 +42,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from typing import Any
 
 from inf2_serving.contract import VARIANT_NAME
+from inf2_serving.jsonline import JSONLINES
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -49,6 +50,7 @@ from starlette.routing import Route
 __all__ = [
     "EVENT_STREAM",
     "event_message",
+    "event_stream",
     "payload_part",
     "runtime_routes",
     "stream_exception",
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
-"""The production variant a local server reports; inf2-deploy's endpoints use the same name."""
+"""The media type of the response-stream API's answer: event-stream messages."""
 
 # SageMaker's EndpointName constraint (botocore's service model) and its 63-character limit.
 _ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
@@ -181,7 +183,7 @@ def _error_message(line: bytes) -> str | None:
     return None
 
 
-async def _event_stream(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+async def event_stream(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """Wrap JSON-lines chunks in ``PayloadPart`` events as they arrive; an error line ends the stream."""
     pending = b""
     try:
@@ -241,9 +243,9 @@ def runtime_routes(invoke: Invoke) -> list[Route]:
             return _model_error(answer.status_code, await _whole_body(answer), request_id)
         if not isinstance(answer, StreamingResponse):
             raise TypeError(f"invoke(force_stream=True) answered {type(answer).__name__}, not a stream")
-        headers = {"X-Amzn-SageMaker-Content-Type": answer.headers.get("content-type", "application/jsonlines"),
+        headers = {"X-Amzn-SageMaker-Content-Type": answer.headers.get("content-type", JSONLINES),
                    "x-Amzn-Invoked-Production-Variant": VARIANT_NAME, "x-amzn-RequestId": request_id}
-        return StreamingResponse(_event_stream(answer.body_iterator), headers=headers, media_type=EVENT_STREAM)
+        return StreamingResponse(event_stream(answer.body_iterator), headers=headers, media_type=EVENT_STREAM)
 
     return [
         Route("/endpoints/{name}/invocations", invocations, methods=["POST"]),
