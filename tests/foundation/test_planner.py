@@ -8,7 +8,6 @@ from inf2_deploy.errors import ConfigError, PlanError
 from inf2_deploy.spec.catalog import GIB, GPTJ_6B_CONFIG, INSTANCES, ModelFacts, gptj_tensor_shapes
 from inf2_deploy.spec.deployment_spec import load_spec
 from inf2_deploy.spec.planner import (
-    DTYPE_BYTES,
     RUNTIME_RESERVE_BYTES,
     make_plan,
     memory_per_core,
@@ -44,7 +43,7 @@ def test_parameter_count_is_summed_from_gptj_shapes():
 )
 def test_memory_per_core_arithmetic(tp, n_positions, batch, dtype):
     memory = memory_per_core(GPTJ, tp=tp, n_positions=n_positions, batch_size=batch, dtype=dtype)
-    width = DTYPE_BYTES[dtype]
+    width = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
     assert memory.weights == math.ceil(GPTJ.parameters * width / tp)
     assert memory.kv_cache == math.ceil(2 * 28 * batch * n_positions * 4096 * width / tp)
     assert memory.total == memory.weights + memory.kv_cache + RUNTIME_RESERVE_BYTES

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from inf2_serving.contract import ENDPOINT_NAME
+from inf2_serving.contract import DTYPE_NAMES, ENDPOINT_NAME, ENDPOINT_NAME_RULE, MODEL_DIR
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
@@ -61,7 +61,7 @@ class DeploymentSpec(BaseModel):
         description=FIELD_DESCRIPTIONS["n_positions"],
     )
     batch_size: int = Field(1, ge=1, le=256, description=FIELD_DESCRIPTIONS["batch_size"])
-    dtype: Literal["fp16", "bf16", "fp32"] = Field(
+    dtype: Literal[DTYPE_NAMES] = Field(
         "fp16", description=FIELD_DESCRIPTIONS["dtype"]
     )
     role_arn: str | None = Field(
@@ -115,9 +115,7 @@ class DeploymentSpec(BaseModel):
     @classmethod
     def _endpoint_name(cls, value: str | None) -> str | None:
         if value is not None and not ENDPOINT_NAME.match(value):
-            raise ValueError(
-                "must be 1-63 letters, digits or hyphens, starting with a letter or digit"
-            )
+            raise ValueError(ENDPOINT_NAME_RULE)
         return value
 
     @field_validator("model")
@@ -178,8 +176,8 @@ class DeploymentSpec(BaseModel):
     def _compile_cache(cls, value: str | None) -> str | None:
         if value is not None and not (value.startswith("s3://") or value.startswith("/")):
             raise ValueError("must be an s3:// URL or an absolute path in the container")
-        if value is not None and value.rstrip("/").startswith("/opt/ml/model"):
-            raise ValueError("must not be under /opt/ml/model, which is read-only on SageMaker")
+        if value is not None and value.rstrip("/").startswith(MODEL_DIR):
+            raise ValueError(f"must not be under {MODEL_DIR}, which is read-only on SageMaker")
         return value
 
     @field_validator("env")

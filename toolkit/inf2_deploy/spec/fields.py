@@ -5,11 +5,13 @@ here, so ``inf2-deploy --help`` needs no pydantic and the two cannot drift.
 """
 from __future__ import annotations
 
+from inf2_serving.contract import DTYPE_NAMES
+
 __all__ = ["FIELD_DESCRIPTIONS", "INSTANCE_TYPES", "DTYPES", "DEFAULT_LMI_VERSION"]
 
 DEFAULT_LMI_VERSION = "0.29.0"
 INSTANCE_TYPES = ("ml.inf2.xlarge", "ml.inf2.8xlarge", "ml.inf2.24xlarge", "ml.inf2.48xlarge")
-DTYPES = ("fp16", "bf16", "fp32")
+DTYPES = DTYPE_NAMES
 
 FIELD_DESCRIPTIONS: dict[str, str] = {
     "model": (

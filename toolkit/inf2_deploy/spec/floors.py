@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from inf2_serving.contract import DTYPES
+
 from .catalog import HBM_BANDWIDTH_PER_CHIP, ModelFacts
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ __all__ = ["DEFAULT_PROMPT_TOKENS", "REFERENCE_DTYPE_BYTES", "PromptCost", "prom
 
 DEFAULT_PROMPT_TOKENS = 128
 # `inf2-deploy verify` computes its reference on the CPU in one of these dtypes.
-REFERENCE_DTYPE_BYTES = {"bf16": 2, "fp32": 4}
+REFERENCE_DTYPE_BYTES = {name: DTYPES[name].itemsize for name in ("bf16", "fp32")}
 
 
 def reference_bytes(model: ModelFacts, dtype: str) -> int:
@@ -56,12 +58,10 @@ class PromptCost:
 
 def prompt_cost(plan: Plan, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> PromptCost:
     """The floors for ``plan`` with prompts of ``prompt_tokens`` tokens."""
-    from .planner import DTYPE_BYTES
-
     inst = plan.instance
     cores_per_chip = inst.neuron_cores // inst.chips if inst is not None else 2
     chips = -(-plan.tensor_parallel_degree // cores_per_chip)
-    width = DTYPE_BYTES[plan.spec.dtype]
+    width = DTYPES[plan.spec.dtype].itemsize
     weights = plan.model.parameters * width
     model = plan.model
     reset = 2 * model.n_layer * plan.spec.batch_size * plan.n_positions * model.n_embd * width

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from inf2_serving.contract import DTYPES
+
 from ..errors import ConfigError, PlanError
 from .catalog import GIB, HBM_PER_CORE_BYTES, INSTANCES, InstanceType, ModelFacts, model_config_for
 from .deployment_spec import DeploymentSpec
 
 __all__ = [
-    "DTYPE_BYTES",
     "SUPPORTED_TP_DEGREES",
     "RUNTIME_RESERVE_BYTES",
     "MemoryPerCore",
@@ -30,7 +31,6 @@ __all__ = [
     "default_region",
 ]
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # transformers-neuronx shards across 1, 2, 4, 8 or 24 NeuronCores on inf2.
 SUPPORTED_TP_DEGREES = (1, 2, 4, 8, 24)
 # Each NeuronCore also holds the runtime's DMA descriptor rings, collectives
@@ -73,7 +73,7 @@ class MemoryPerCore:
 
 def memory_per_core(model: ModelFacts, *, tp: int, n_positions: int, batch_size: int, dtype: str) -> MemoryPerCore:
     """Weights and KV cache split over ``tp`` cores, plus the runtime reserve."""
-    width = DTYPE_BYTES[dtype]
+    width = DTYPES[dtype].itemsize
     weights = model.parameters * width
     kv_cache = 2 * model.n_layer * batch_size * n_positions * model.n_embd * width
     return MemoryPerCore(weights=-(-weights // tp), kv_cache=-(-kv_cache // tp), reserve=RUNTIME_RESERVE_BYTES)
@@ -182,7 +182,7 @@ def default_region() -> str | None:
 
 
 def _host_ram_tight(model: ModelFacts, dtype: str, inst: InstanceType) -> bool:
-    return 2 * model.parameters * DTYPE_BYTES[dtype] > HOST_RAM_WARN_SHARE * inst.host_memory_bytes
+    return 2 * model.parameters * DTYPES[dtype].itemsize > HOST_RAM_WARN_SHARE * inst.host_memory_bytes
 
 
 def _tp_problem(model: ModelFacts, tp: int, inst: InstanceType | None) -> str | None:
@@ -285,7 +285,7 @@ def make_plan(
                        "or use fp16/bf16"))
     if _host_ram_tight(model, spec.dtype, inst):
         warnings.append(f"{inst.name} has {inst.host_memory_gib} GiB host RAM; loading "
-                        f"{model.parameters * DTYPE_BYTES[spec.dtype] / 1e9:.1f} GB of weights needs about twice "
+                        f"{model.parameters * DTYPES[spec.dtype].itemsize / 1e9:.1f} GB of weights needs about twice "
                         "that while shards are built, so loading may run out of memory")
     if tp < inst.neuron_cores and not errors:
         warnings.append(f"tp {tp} uses {tp} of {inst.neuron_cores} NeuronCores; a higher tp cuts "
