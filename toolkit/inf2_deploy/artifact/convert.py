@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 import ml_dtypes
 import numpy as np
+from inf2_serving.contract import DTYPES
 
 from ..errors import ModelSourceError
 from .manifest import UPLOAD_PART_SIZE, ArtifactFile, FileDigest
@@ -68,9 +69,9 @@ _NUMPY_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 _FLOAT_CODES = {"F64", "F32", "F16", "BF16"}
-TARGET_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
+TARGET_DTYPES = {name: dtype.safetensors_code for name, dtype in DTYPES.items()}
 #: ``torch_dtype`` written to config.json for each target
-TORCH_DTYPE_NAMES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+TORCH_DTYPE_NAMES = {name: dtype.torch_name for name, dtype in DTYPES.items()}
 
 
 @dataclass(frozen=True)

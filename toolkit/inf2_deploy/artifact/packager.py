@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from inf2_serving.contract import ENTRY_POINT
+
 from ..atomic import atomic_dir
 from ..errors import ConfigError, ModelSourceError
 from ..spec.catalog import ModelFacts, gptj_tensor_shapes
@@ -46,7 +48,7 @@ from .sources import Checkpoint, ProgressCallback, default_cache_dir, resolve_ch
 
 __all__ = ["package", "PackageObserver", "build_key", "serving_code_files", "tokenizer_files"]
 
-SERVING_ENTRY = "model.py"
+SERVING_ENTRY = ENTRY_POINT
 SERVING_PACKAGE = "inf2_serving"
 _EOS_TEXT = "<|endoftext|>"
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")

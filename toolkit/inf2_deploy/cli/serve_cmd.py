@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from inf2_serving.contract import BACKENDS
+
 __all__ = ["add_parser", "run"]
 
 
@@ -16,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("artifact_dir", metavar="ARTIFACT_DIR", help="folder made by inf2-deploy package")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default %(default)s)")
-    parser.add_argument("--backend", choices=("cpu", "auto", "neuron"), default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="neuron needs Inferentia2; auto uses it when present, else the CPU")
     parser.add_argument("--max-batch-delay-ms", type=float, default=None, metavar="N",
                         help="how long to wait for a batch to fill (default: the artifact's, else 100)")

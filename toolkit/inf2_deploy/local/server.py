@@ -28,6 +28,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
+from inf2_serving.contract import BACKENDS, DEFAULT_MAX_BATCH_DELAY_MS
 from inf2_serving.handler import HandlerNotReady, ModelHandler, ReadinessState
 from inf2_serving.jsonline import JSONLINES, encode_line
 from inf2_serving.properties import handler_properties, read_properties
@@ -46,7 +47,6 @@ __all__ = ["DEFAULT_BODY_LIMIT", "DEFAULT_MAX_BATCH_DELAY_MS", "create_app", "lo
 logger = logging.getLogger(__name__)
 
 DEFAULT_BODY_LIMIT = 1 << 20
-DEFAULT_MAX_BATCH_DELAY_MS = 100  # DJL's default max_batch_delay
 
 
 class _BodyTooLarge(Exception):
@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("artifact_dir")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--backend", choices=("cpu", "neuron", "auto"), default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--max-batch-delay-ms", type=float, default=None)
     parser.add_argument("--body-limit-bytes", type=int, default=DEFAULT_BODY_LIMIT)
     args = parser.parse_args(argv)
