@@ -152,9 +152,3 @@ def test_default_names_come_from_the_model() -> None:
     assert default_name("/data/My_Model/") == "my-model-local"
     assert default_name("tiny-gptj") == "tiny-gptj-local"
     assert len(default_name("x" * 200)) <= 63
-
-
-def test_state_dir_follows_xdg_without_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("INF2_DEPLOY_HOME", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    assert state_dir() == tmp_path / "config" / "inf2-deploy" / "local"
