@@ -116,7 +116,9 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs")
     args = parser.parse_args()
 
-    from inf2_deploy.benchmarking.runner import bench, make_prompts
+    from inf2_deploy.benchmarking.config import BenchConfig
+    from inf2_deploy.benchmarking.prompts import make_prompts
+    from inf2_deploy.benchmarking.runner import bench
 
     with tempfile.TemporaryDirectory(prefix="inf2-serving-bench-") as tmp:
         os.environ["INF2_DEPLOY_HOME"] = tmp  # local deployment records and caches stay in the temp folder
@@ -144,8 +146,9 @@ def main() -> int:
                     print(f"round {number + 1} c{concurrency}: {level['tokens_per_s']:.1f} tok/s, "
                           f"{level['requests_per_s']:.2f} req/s, p50 {level['p50_latency_s'] * 1000:.0f} ms")
                 rounds.append(levels)
-            streamed = bench(predictor, concurrency=LEVELS, requests=8, prompt_tokens=args.prompt_tokens,
-                             max_new_tokens=args.new_tokens, tokenizer=tokenizer)
+            config = BenchConfig(concurrency=LEVELS, requests=8, prompt_tokens=args.prompt_tokens,
+                                 max_new_tokens=args.new_tokens)
+            streamed = bench(predictor, config=config, tokenizer=tokenizer)
         finally:
             deployment.delete()
 

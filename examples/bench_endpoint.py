@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from inf2_deploy import bench
+from inf2_deploy import BenchConfig, bench
 
 
 def main() -> None:
@@ -24,10 +24,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="tokenizer or artifact folder; default the deployment's artifact")
     parser.add_argument("--out")
     args = parser.parse_args()
-    result = bench(args.target, concurrency=[int(c) for c in args.concurrency.split(",")],
-                   requests=args.requests, prompt_tokens=args.prompt_tokens,
-                   max_new_tokens=args.max_new_tokens, price_per_hour=args.price_per_hour,
-                   tokenizer=args.tokenizer)
+    config = BenchConfig(concurrency=[int(c) for c in args.concurrency.split(",")], requests=args.requests,
+                         prompt_tokens=args.prompt_tokens, max_new_tokens=args.max_new_tokens,
+                         price_per_hour=args.price_per_hour)
+    result = bench(args.target, config=config, tokenizer=args.tokenizer)
     data = result.to_dict()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:

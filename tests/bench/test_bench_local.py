@@ -63,12 +63,12 @@ def test_cli_bench_writes_json_with_every_metric_and_a_png(deployment, home, tmp
 
 
 def test_rejected_requests_are_counted_as_errors(deployment, home, monkeypatch, tmp_path):
-    from inf2_deploy import bench
+    from inf2_deploy import BenchConfig, bench
 
     monkeypatch.setenv("INF2_DEPLOY_HOME", str(home))
     # 250 prompt tokens + 20 new tokens exceed n_positions 256: the server answers 400 to every request
-    result = bench(deployment.url, concurrency=(2,), requests=4, prompt_tokens=250, max_new_tokens=20,
-                   warmup=0)
+    result = bench(deployment.url, config=BenchConfig(concurrency=(2,), requests=4, prompt_tokens=250,
+                                                     max_new_tokens=20, warmup=0))
     stats = result.level(2).stats
     assert (stats.requests, stats.errors) == (4, 4)
     assert stats.error_kinds == {"InvocationError 400": 4}

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from inf2_deploy.benchmarking.runner import load_tokenizer, resolve_target
+from inf2_deploy.benchmarking.prompts import load_tokenizer
+from inf2_deploy.benchmarking.runner import resolve_target
 from inf2_deploy.client.predictor import Predictor
 from inf2_deploy.errors import AwsError, ModelSourceError
 from moto import mock_aws

@@ -5,7 +5,9 @@ import json
 
 import pytest
 from bench_fakes import FakeClock, FakeStreamingTarget
-from inf2_deploy.benchmarking.runner import BenchResult, bench, default_requests, make_prompts
+from inf2_deploy.benchmarking.config import BenchConfig, default_requests
+from inf2_deploy.benchmarking.prompts import make_prompts
+from inf2_deploy.benchmarking.runner import BenchResult, bench
 from inf2_deploy.errors import ConfigError
 from inf2_deploy.spec.catalog import INSTANCES
 
@@ -21,8 +23,8 @@ def test_prompts_have_exactly_the_asked_token_count(tokenizer):
 
 def test_timings_come_from_token_arrivals(clock, tokenizer):
     target = FakeStreamingTarget(clock, ttft=0.2, tpot=0.05)
-    result = bench(target, concurrency=(1,), requests=5, prompt_tokens=32, max_new_tokens=11,
-                   tokenizer=tokenizer, price_per_hour=3.6, clock=clock)
+    config = BenchConfig(concurrency=(1,), requests=5, prompt_tokens=32, max_new_tokens=11, price_per_hour=3.6)
+    result = bench(target, config=config, tokenizer=tokenizer, clock=clock)
     assert isinstance(result, BenchResult)
     level = result.level(1)
     stats = level.stats
@@ -44,8 +46,8 @@ def test_timings_come_from_token_arrivals(clock, tokenizer):
 
 def test_failures_are_counted_not_raised(clock, tokenizer):
     target = FakeStreamingTarget(clock, fail_every=3, fail_after=2)
-    result = bench(target, concurrency=(1, 2), requests=9, prompt_tokens=8, max_new_tokens=4,
-                   tokenizer=tokenizer, warmup=0, clock=clock)
+    config = BenchConfig(concurrency=(1, 2), requests=9, prompt_tokens=8, max_new_tokens=4, warmup=0)
+    result = bench(target, config=config, tokenizer=tokenizer, clock=clock)
     first, second = result.level(1).stats, result.level(2).stats
     assert (first.requests, first.errors) == (9, 3)
     assert first.error_kinds == {"InvocationError 503": 3}
@@ -77,8 +79,8 @@ def test_concurrency_runs_requests_in_parallel(tokenizer):
                 with lock:
                     in_flight -= 1
 
-    result = bench(SlowTarget(), concurrency=(4,), requests=12, prompt_tokens=4, max_new_tokens=1,
-                   tokenizer=tokenizer, warmup=0)
+    config = BenchConfig(concurrency=(4,), requests=12, prompt_tokens=4, max_new_tokens=1, warmup=0)
+    result = bench(SlowTarget(), config=config, tokenizer=tokenizer)
     assert peak == 4
     assert result.level(4).stats.requests == 12
 
@@ -86,8 +88,8 @@ def test_concurrency_runs_requests_in_parallel(tokenizer):
 def test_duration_mode_and_progress(clock, tokenizer):
     target = FakeStreamingTarget(clock, ttft=0.5, tpot=0.25)  # exact in binary floating point
     events = []
-    result = bench(target, concurrency=(1,), duration=3.0, prompt_tokens=4, max_new_tokens=3,
-                   tokenizer=tokenizer, warmup=0, clock=clock, progress=events.append)
+    config = BenchConfig(concurrency=(1,), duration=3.0, prompt_tokens=4, max_new_tokens=3, warmup=0)
+    result = bench(target, config=config, tokenizer=tokenizer, clock=clock, progress=events.append)
     # each request takes 1.0 s on the fake clock: sends at 0, 1, 2 s; none starts at 3 s
     assert result.level(1).stats.requests == 3
     assert [e.completed for e in events] == [1, 2, 3]
@@ -97,8 +99,9 @@ def test_duration_mode_and_progress(clock, tokenizer):
 
 def test_catalog_price_and_instance_count(clock, tokenizer):
     target = FakeStreamingTarget(clock)
-    result = bench(target, concurrency=(1,), requests=2, prompt_tokens=4, max_new_tokens=3,
-                   tokenizer=tokenizer, instance_type="ml.inf2.8xlarge", instance_count=2, clock=clock)
+    config = BenchConfig(concurrency=(1,), requests=2, prompt_tokens=4, max_new_tokens=3,
+                         instance_type="ml.inf2.8xlarge", instance_count=2)
+    result = bench(target, config=config, tokenizer=tokenizer, clock=clock)
     reference = INSTANCES["ml.inf2.8xlarge"].reference_price_per_hour
     assert result.price_per_hour == reference
     assert "catalog" in result.price_source
@@ -108,8 +111,8 @@ def test_catalog_price_and_instance_count(clock, tokenizer):
 
 
 def test_result_json_round_trips(clock, tokenizer, tmp_path):
-    result = bench(FakeStreamingTarget(clock), concurrency=(1, 2), requests=4, prompt_tokens=4,
-                   max_new_tokens=3, tokenizer=tokenizer, clock=clock)
+    config = BenchConfig(concurrency=(1, 2), requests=4, prompt_tokens=4, max_new_tokens=3)
+    result = bench(FakeStreamingTarget(clock), config=config, tokenizer=tokenizer, clock=clock)
     path = result.save_json(tmp_path / "out" / "results.json")
     data = json.loads(path.read_text())
     assert [level["concurrency"] for level in data["levels"]] == [1, 2]
@@ -132,14 +135,23 @@ def test_default_requests():
     {"prompt_tokens": 0},
     {"max_new_tokens": 0},
     {"price_per_hour": -1.0},
+    {"instance_count": 0},
 ])
-def test_invalid_arguments_fail_before_any_request(kwargs, tokenizer):
-    target = FakeStreamingTarget(FakeClock())
-    with pytest.raises(ConfigError):
-        bench(target, tokenizer=tokenizer, **kwargs)
-    assert target.calls == []
+def test_invalid_settings_are_refused_by_the_config(kwargs):
+    with pytest.raises(ConfigError) as caught:
+        BenchConfig(**kwargs)
+    assert caught.value.field == next(iter(kwargs))
+
+
+def test_config_defaults_and_repr():
+    config = BenchConfig(concurrency=[2, 4], requests=8)
+    assert config.concurrency == (2, 4)
+    assert repr(config) == "BenchConfig(concurrency=(2, 4), requests=8)"
+    assert repr(BenchConfig()) == "BenchConfig()"
+    assert (BenchConfig().requests_at(8), config.requests_at(8), BenchConfig(duration=2.0).requests_at(8)) == (
+        default_requests(8), 8, None)
 
 
 def test_a_target_without_tokenizer_needs_one():
     with pytest.raises(ConfigError, match="tokenizer"):
-        bench(FakeStreamingTarget(FakeClock()), requests=1)
+        bench(FakeStreamingTarget(FakeClock()), config=BenchConfig(requests=1))

@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "connect": "local.connect",
     # benchmarking
     "bench": "benchmarking.runner",
+    "BenchConfig": "benchmarking.config",
     "BenchResult": "benchmarking.runner",
     # security
     "iam_policies": "aws.iam",

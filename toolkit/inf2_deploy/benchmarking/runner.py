@@ -7,12 +7,12 @@ send requests back to back until ``requests`` are done or ``duration`` seconds
 have passed; :mod:`inf2_deploy.benchmarking.stats` turns the timestamps into percentiles,
 throughput and cost.
 
-Prompts have exactly ``prompt_tokens`` tokens under the model's own tokenizer:
-each is a shuffle of common English words that are single tokens with a leading
-space, so their token count is their word count, and every prompt is re-encoded
-to check it. The tokenizer comes from ``tokenizer=`` (a folder, an artifact
-folder or a Hub id), else from the local deployment's artifact, else from the
-SageMaker endpoint's model data on S3 (the tokenizer files only).
+Prompts have exactly ``prompt_tokens`` tokens under the model's own tokenizer
+(:mod:`inf2_deploy.benchmarking.prompts`). The tokenizer comes from
+``tokenizer=`` (a folder, an artifact folder or a Hub id), else from the local
+deployment's artifact, else from the SageMaker endpoint's model data on S3 (the
+tokenizer files only). The settings of a run are a
+:class:`~inf2_deploy.benchmarking.config.BenchConfig`.
 
 Failed requests are counted by kind and never stop the run.
 """
@@ -21,8 +21,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,35 +29,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..atomic import atomic_write_text
-from ..errors import ConfigError, Inf2DeployError, ModelSourceError
-from ..spec.validators import check_path
+from ..errors import ConfigError, Inf2DeployError
+from .config import BenchConfig
+from .prompts import load_tokenizer, make_prompts
 from .stats import LevelStats, RequestTiming, summarize
 
 __all__ = [
-    "DEFAULT_CONCURRENCY",
     "BenchProgress",
     "BenchResult",
     "LevelResult",
     "StreamingTarget",
     "TargetInfo",
     "bench",
-    "default_requests",
-    "load_tokenizer",
-    "make_prompts",
     "resolve_target",
 ]
-
-DEFAULT_CONCURRENCY = (1, 4, 8)
-# Distinct prompts cycled through; enough that no two in-flight requests share one at concurrency <= 32.
-PROMPT_POOL = 32
-_WORDS = (
-    "the of and to in is was for on that with as by at from his an were are which this be had not first "
-    "one their its new after but who they have two been has more also other into all time during most "
-    "only over some city would can many where when between there made school state world year three "
-    "under known later team season war her these about water north south river music film game house "
-    "church party early called since long high number part then both well such while series left life "
-    "family small second public four took began line local place club former work best held around"
-).split()
 
 
 class StreamingTarget(Protocol):
@@ -188,7 +171,7 @@ class BenchResult:
         return Path(path)
 
 
-# --- target and tokenizer --------------------------------------------------------------------------
+# --- target ------------------------------------------------------------------------------------------
 
 
 def _sagemaker_target(endpoint_name: str, region: str | None) -> tuple[StreamingTarget, TargetInfo]:
@@ -253,99 +236,7 @@ def resolve_target(target: str | StreamingTarget, *, region: str | None = None
     return _sagemaker_target(target, region)
 
 
-def _fetch_tokenizer_files(s3_uri: str, region: str | None, folder: Path) -> None:
-    """Download the tokenizer files under an s3:// prefix into ``folder``."""
-    from botocore.exceptions import ClientError
-
-    from ..artifact.sources import TOKENIZER_FILES
-    from ..aws.session import aws_errors, is_not_found, make_session
-
-    bucket, _, prefix = s3_uri.removeprefix("s3://").partition("/")
-    if prefix.endswith(".tar.gz"):
-        raise ModelSourceError(f"{s3_uri} is a compressed archive; bench reads tokenizer files from an "
-                               "uncompressed S3 prefix", field="tokenizer", value=s3_uri,
-                               hint="pass --tokenizer with a local folder")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    s3 = make_session(region).client("s3")
-    found = 0
-    for name in TOKENIZER_FILES:
-        try:
-            body = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
-        except ClientError as exc:
-            if is_not_found(exc):  # a tokenizer has some of these files, never all
-                continue
-            with aws_errors(f"s3:GetObject s3://{bucket}/{prefix}{name}"):
-                raise
-        (folder / name).write_bytes(body)
-        found += 1
-    if not found:
-        raise ModelSourceError(f"no tokenizer files under {s3_uri}", field="tokenizer", value=s3_uri,
-                               hint="pass --tokenizer with a local folder or Hub id")
-
-
-def _auto_tokenizer(location: str, source: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"cannot load a tokenizer from {source}: {exc}", field="tokenizer", value=source,
-                               hint="pass --tokenizer with the model's folder or Hub id") from None
-
-
-def load_tokenizer(source: str | os.PathLike[str], *, region: str | None = None) -> Any:
-    """A transformers tokenizer from a folder, an artifact folder, an s3:// prefix or a Hub id.
-
-    From S3 only the tokenizer files are read, into a temporary folder removed afterwards.
-
-    Raises:
-        ModelSourceError: no tokenizer could be loaded from ``source``.
-        AwsError: reading from S3 failed.
-    """
-    text = os.fspath(source)
-    if text.startswith("s3://"):
-        with tempfile.TemporaryDirectory(prefix="inf2-bench-tokenizer-") as folder:
-            _fetch_tokenizer_files(text, region, Path(folder))
-            return _auto_tokenizer(folder, text)
-    path = check_path(text, "tokenizer")
-    return _auto_tokenizer(str(path) if path.exists() else text, text)
-
-
-def _count(tokenizer: Any, text: str) -> int:
-    # Counted the way the serving handler tokenizes a prompt (special tokens included).
-    return len(tokenizer(text)["input_ids"])
-
-
-def make_prompts(tokenizer: Any, prompt_tokens: int, *, count: int = PROMPT_POOL, seed: int = 0) -> list[str]:
-    """``count`` distinct prompts of exactly ``prompt_tokens`` tokens each.
-
-    Raises:
-        ConfigError: the tokenizer cannot make a prompt of that length from plain words.
-    """
-    words = [w for w in _WORDS if _count(tokenizer, " " + w) == _count(tokenizer, " the")]
-    if len(words) < 8:
-        raise ConfigError("the tokenizer splits common English words; cannot build exact-length prompts",
-                          field="tokenizer", value=getattr(tokenizer, "name_or_path", None))
-    overhead = _count(tokenizer, " the") - 1  # special tokens the tokenizer adds to every text
-    rng = random.Random(seed)
-    prompts = []
-    for _ in range(count):
-        picked = [rng.choice(words) for _ in range(max(prompt_tokens - overhead, 1))]
-        text = "".join(" " + w for w in picked)
-        measured = _count(tokenizer, text)
-        if measured != prompt_tokens:
-            raise ConfigError(f"a prompt built for {prompt_tokens} tokens has {measured}",
-                              field="prompt_tokens", value=prompt_tokens)
-        prompts.append(text)
-    return prompts
-
-
 # --- running ----------------------------------------------------------------------------------------
-
-
-def default_requests(concurrency: int) -> int:
-    """Requests per level when neither ``requests`` nor ``duration`` is given: 4 per worker, at least 16."""
-    return max(16, 4 * concurrency)
 
 
 def _describe(exc: BaseException) -> str:
@@ -417,102 +308,77 @@ def _price(price_per_hour: float | None, instance_type: str | None) -> tuple[flo
     return None, None
 
 
-def _validate(concurrency: Sequence[int], requests: int | None, duration: float | None, prompt_tokens: int,
-              max_new_tokens: int, instance_count: int, price_per_hour: float | None) -> tuple[int, ...]:
-    levels = tuple(concurrency)
-    if not levels or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in levels):
-        raise ConfigError("must be one or more whole numbers >= 1", field="concurrency", value=concurrency)
-    if requests is not None and duration is not None:
-        raise ConfigError("give requests or duration, not both", field="requests", value=requests)
-    checks = (("requests", requests, requests is None or requests >= 1),
-              ("duration", duration, duration is None or duration > 0),
-              ("prompt_tokens", prompt_tokens, prompt_tokens >= 1),
-              ("max_new_tokens", max_new_tokens, max_new_tokens >= 1),
-              ("instance_count", instance_count, instance_count >= 1),
-              ("price_per_hour", price_per_hour, price_per_hour is None or price_per_hour >= 0))
-    for name, value, ok in checks:
-        if not ok:
-            raise ConfigError("must be positive", field=name, value=value)
-    return levels
+def _tokenizer_for(tokenizer: str | os.PathLike[str] | Any | None, info: TargetInfo,
+                   region: str | None) -> tuple[str, Any]:
+    """The tokenizer's name and the loaded tokenizer: ``tokenizer`` if given, else the target's."""
+    if tokenizer is None and info.tokenizer_source is None:
+        raise ConfigError("no tokenizer is known for this target", field="tokenizer", value=info.name,
+                          hint="pass --tokenizer with the model's folder, artifact folder or Hub id")
+    source = tokenizer if tokenizer is not None else info.tokenizer_source
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source), load_tokenizer(source, region=region)
+    return str(getattr(source, "name_or_path", type(source).__name__)), source
+
+
+def _measure(predictor: StreamingTarget, prompts: Sequence[str], config: BenchConfig, *, price: float | None,
+             instance_count: int, clock: Callable[[], float],
+             progress: Callable[[BenchProgress], None] | None) -> tuple[LevelResult, ...]:
+    """The warm-up requests, then every level of ``config`` in turn."""
+    for index in range(config.warmup):
+        _one_request(predictor, prompts[index % len(prompts)], config.max_new_tokens, clock)
+    results = []
+    for level in config.concurrency:
+        timings = _run_level(predictor, prompts, concurrency=level, requests=config.requests_at(level),
+                             duration=config.duration, max_new_tokens=config.max_new_tokens, clock=clock,
+                             progress=progress)
+        stats = summarize(timings, concurrency=level, price_per_hour=price, instance_count=instance_count)
+        results.append(LevelResult(stats, tuple(timings)))
+    return tuple(results)
 
 
 def bench(
     target: str | StreamingTarget,
     *,
-    concurrency: Sequence[int] = DEFAULT_CONCURRENCY,
-    requests: int | None = None,
-    duration: float | None = None,
-    prompt_tokens: int = 128,
-    max_new_tokens: int = 64,
+    config: BenchConfig | None = None,
     tokenizer: str | os.PathLike[str] | Any | None = None,
-    price_per_hour: float | None = None,
-    instance_type: str | None = None,
-    instance_count: int | None = None,
     progress: Callable[[BenchProgress], None] | None = None,
     region: str | None = None,
-    warmup: int = 1,
-    seed: int = 0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BenchResult:
     """Measure TTFT, TPOT, E2E, throughput, errors and cost at each concurrency level.
 
     Args:
         target: a Predictor/LocalPredictor, an http(s) URL, a local deployment name or an endpoint name.
-        concurrency: the levels to measure, in order.
-        requests: requests per level; default :func:`default_requests`. Excludes ``duration``.
-        duration: seconds per level instead (requests in flight finish).
-        prompt_tokens: the exact token length of every prompt.
-        max_new_tokens: tokens to generate per request.
+        config: the levels, load, prompts and price; default ``BenchConfig()``.
         tokenizer: a loaded tokenizer, or a folder, artifact folder, s3:// prefix or Hub id; default
             the target's artifact (local deployment or SageMaker model data).
-        price_per_hour: USD per instance-hour; default the catalog's reference for the instance type.
-        instance_type: overrides the endpoint's instance type (for the price).
-        instance_count: overrides the endpoint's instance count (default 1 when unknown).
         progress: called with a :class:`BenchProgress` after every request.
         region: AWS region of a SageMaker endpoint.
-        warmup: unmeasured requests sent before the first level.
-        seed: seed of the prompt word shuffle.
         clock: monotonic seconds; tests inject a fake one.
 
     Returns:
         The per-level statistics, every request's timings and the settings.
 
     Raises:
-        ConfigError: an argument is invalid, or no tokenizer is known for the target.
+        ConfigError: no tokenizer is known for the target (a bad setting fails earlier, in ``BenchConfig``).
         ModelSourceError: the tokenizer cannot be loaded.
         AwsError: describing a SageMaker endpoint or fetching its tokenizer failed.
     """
-    levels = _validate(concurrency, requests, duration, prompt_tokens, max_new_tokens, instance_count or 1,
-                       price_per_hour)
+    config = config if config is not None else BenchConfig()
     predictor, info = resolve_target(target, region=region)
     try:
-        if tokenizer is None and info.tokenizer_source is None:
-            raise ConfigError("no tokenizer is known for this target", field="tokenizer", value=info.name,
-                              hint="pass --tokenizer with the model's folder, artifact folder or Hub id")
-        source = tokenizer if tokenizer is not None else info.tokenizer_source
-        if isinstance(source, (str, os.PathLike)):
-            tokenizer_name = os.fspath(source)
-            loaded = load_tokenizer(source, region=region)
-        else:
-            tokenizer_name, loaded = str(getattr(source, "name_or_path", type(source).__name__)), source
-        prompts = make_prompts(loaded, prompt_tokens, seed=seed)
-        instance_type = instance_type or info.instance_type
-        count = instance_count or info.instance_count
-        price, price_source = _price(price_per_hour, instance_type)
-
-        results = []
-        for index in range(warmup):
-            _one_request(predictor, prompts[index % len(prompts)], max_new_tokens, clock)
-        for level in levels:
-            per_level = requests if requests is not None or duration is not None else default_requests(level)
-            timings = _run_level(predictor, prompts, concurrency=level, requests=per_level, duration=duration,
-                                 max_new_tokens=max_new_tokens, clock=clock, progress=progress)
-            stats = summarize(timings, concurrency=level, price_per_hour=price, instance_count=count)
-            results.append(LevelResult(stats, tuple(timings)))
+        tokenizer_name, loaded = _tokenizer_for(tokenizer, info, region)
+        prompts = make_prompts(loaded, config.prompt_tokens, seed=config.seed)
+        instance_type = config.instance_type or info.instance_type
+        count = config.instance_count or info.instance_count
+        price, price_source = _price(config.price_per_hour, instance_type)
+        levels = _measure(predictor, prompts, config, price=price, instance_count=count, clock=clock,
+                          progress=progress)
     finally:
         if isinstance(target, str):  # the predictor is ours: release its connections
             predictor.close()
     return BenchResult(
-        target=info.name, target_kind=info.kind, levels=tuple(results), prompt_tokens=prompt_tokens,
-        max_new_tokens=max_new_tokens, requests=requests, duration=duration, tokenizer=tokenizer_name,
-        instance_type=instance_type, instance_count=count, price_per_hour=price, price_source=price_source)
+        target=info.name, target_kind=info.kind, levels=levels, prompt_tokens=config.prompt_tokens,
+        max_new_tokens=config.max_new_tokens, requests=config.requests, duration=config.duration,
+        tokenizer=tokenizer_name, instance_type=instance_type, instance_count=count, price_per_hour=price,
+        price_source=price_source)

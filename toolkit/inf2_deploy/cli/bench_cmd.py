@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..benchmarking.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT_TOKENS
 from .arg_types import add_target_arguments
 
 __all__ = ["add_parser", "run", "parse_concurrency"]
@@ -29,16 +30,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "cost per 1M output tokens.",
     )
     add_target_arguments(parser)
-    parser.add_argument("--concurrency", type=parse_concurrency, default=(1, 4, 8), metavar="N,N,...",
-                        help="concurrency levels to measure (default 1,4,8)")
+    parser.add_argument("--concurrency", type=parse_concurrency, default=DEFAULT_CONCURRENCY, metavar="N,N,...",
+                        help=f"concurrency levels to measure (default {','.join(map(str, DEFAULT_CONCURRENCY))})")
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument("--requests", type=int, metavar="N",
                         help="requests per level (default 4 per concurrent worker, at least 16)")
     amount.add_argument("--duration", type=float, metavar="S", help="seconds per level instead of --requests")
-    parser.add_argument("--prompt-tokens", type=int, default=128, metavar="N",
-                        help="exact prompt length in tokens (default 128)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
-                        help="tokens to generate per request (default 64)")
+    parser.add_argument("--prompt-tokens", type=int, default=DEFAULT_PROMPT_TOKENS, metavar="N",
+                        help=f"exact prompt length in tokens (default {DEFAULT_PROMPT_TOKENS})")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
+                        help=f"tokens to generate per request (default {DEFAULT_MAX_NEW_TOKENS})")
     parser.add_argument("--tokenizer", metavar="PATH_OR_ID",
                         help="tokenizer folder, artifact folder or Hub id; default the deployment's artifact")
     parser.add_argument("--price-per-hour", type=float, metavar="USD",
@@ -87,8 +88,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..benchmarking.config import BenchConfig
     from ..benchmarking.runner import BenchProgress, bench
 
+    config = BenchConfig(concurrency=args.concurrency, requests=args.requests, duration=args.duration,
+                         prompt_tokens=args.prompt_tokens, max_new_tokens=args.max_new_tokens,
+                         price_per_hour=args.price_per_hour, instance_type=args.instance_type,
+                         instance_count=args.instance_count)
     console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
@@ -104,20 +110,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(tasks[event.concurrency], completed=done,
                        info=f"{event.completed} done, {event.errors} errors")
 
-        result = bench(
-            args.url or args.name,
-            concurrency=args.concurrency,
-            requests=args.requests,
-            duration=args.duration,
-            prompt_tokens=args.prompt_tokens,
-            max_new_tokens=args.max_new_tokens,
-            tokenizer=args.tokenizer,
-            price_per_hour=args.price_per_hour,
-            instance_type=args.instance_type,
-            instance_count=args.instance_count,
-            region=args.region,
-            progress=on_progress,
-        )
+        result = bench(args.url or args.name, config=config, tokenizer=args.tokenizer, region=args.region,
+                       progress=on_progress)
     render_result(result, console)
     if args.out:
         console.print(f"results: {result.save_json(args.out)}")
