@@ -15,6 +15,7 @@ from .stats import PERCENTILES
 
 if TYPE_CHECKING:
     from .runner import BenchResult
+    from .stats import LevelStats
 
 __all__ = ["plot_bench"]
 
@@ -27,37 +28,24 @@ def _headroom(ax) -> None:  # noqa: ANN001 - a matplotlib Axes
     ax.set_ylim(0, top * 1.35 if top > 0 else 1)
 
 
-def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
-    """Draw ``result`` into a PNG at ``path`` (temp file, then ``os.replace``).
+def _latency_panel(ax, levels: list[LevelStats], metric: str, title: str) -> None:  # noqa: ANN001 - an Axes
+    """p50, p90 and p99 of one latency metric, in milliseconds."""
+    for q in PERCENTILES:
+        # a level where every request failed has no latency: leave a gap rather than a zero
+        defined = [(s.concurrency, getattr(s, metric).p(q)) for s in levels if getattr(s, metric).count]
+        if defined:
+            color, marker = _STYLES[q]
+            ax.plot([x for x, _ in defined], [y * 1000 for _, y in defined], color=color, marker=marker,
+                    label=f"p{q:g}")
+    ax.set_title(title)
+    ax.set_ylabel("ms")
+    _headroom(ax)
+    ax.legend(loc="upper left", ncol=3)
 
-    Returns:
-        The path written.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib.ticker import FixedLocator
-
-    levels = [level.stats for level in result.levels]
+def _throughput_panel(ax, levels: list[LevelStats]) -> None:  # noqa: ANN001 - an Axes
+    """Output tokens/s, with requests/s on a second axis and each level's figures and errors written on."""
     xs = [s.concurrency for s in levels]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
-    panels = ((axes[0][0], "ttft", "Time to first token"), (axes[0][1], "tpot", "Time per output token"),
-              (axes[1][0], "e2e", "End-to-end latency"))
-    for ax, metric, title in panels:
-        for q in PERCENTILES:
-            # a level where every request failed has no latency: leave a gap rather than a zero
-            defined = [(s.concurrency, getattr(s, metric).p(q)) for s in levels if getattr(s, metric).count]
-            if defined:
-                color, marker = _STYLES[q]
-                ax.plot([x for x, _ in defined], [y * 1000 for _, y in defined], color=color, marker=marker,
-                        label=f"p{q:g}")
-        ax.set_title(title)
-        ax.set_ylabel("ms")
-        _headroom(ax)
-        ax.legend(loc="upper left", ncol=3)
-
-    ax = axes[1][1]
     ax.plot(xs, [s.output_tokens_per_second for s in levels], color="tab:green", marker="o",
             label="output tokens/s")
     ax.set_ylabel("output tokens/s", color="tab:green")
@@ -80,19 +68,42 @@ def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     more = rps.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", ncol=2)
 
-    for row in axes:
-        for panel in row:
-            panel.set_xlabel("concurrency")
-            panel.xaxis.set_major_locator(FixedLocator(xs))
-            panel.grid(True, alpha=0.3)
-    if len(xs) > 1 and max(xs) / min(xs) >= 8:
-        for row in axes:
-            for panel in row:
-                panel.set_xscale("log", base=2)
-                panel.xaxis.set_major_locator(FixedLocator(xs))
-                panel.xaxis.set_minor_locator(FixedLocator([]))
-                panel.set_xticklabels([str(x) for x in xs])
-    ax.margins(x=0.12)  # room for the labels of the first and last level
+
+def _concurrency_axis(panels: list, xs: list[int]) -> None:
+    """Tick every panel at the measured levels; a log scale when they span a factor of 8 or more."""
+    from matplotlib.ticker import FixedLocator
+
+    logarithmic = len(xs) > 1 and max(xs) / min(xs) >= 8
+    for panel in panels:
+        panel.set_xlabel("concurrency")
+        panel.grid(True, alpha=0.3)
+        if logarithmic:
+            panel.set_xscale("log", base=2)
+            panel.xaxis.set_minor_locator(FixedLocator([]))
+        panel.xaxis.set_major_locator(FixedLocator(xs))
+        if logarithmic:
+            panel.set_xticklabels([str(x) for x in xs])
+
+
+def plot_bench(result: BenchResult, path: str | os.PathLike[str]) -> Path:
+    """Draw ``result`` into a PNG at ``path`` (temp file, then ``os.replace``).
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    levels = [level.stats for level in result.levels]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    _latency_panel(axes[0][0], levels, "ttft", "Time to first token")
+    _latency_panel(axes[0][1], levels, "tpot", "Time per output token")
+    _latency_panel(axes[1][0], levels, "e2e", "End-to-end latency")
+    _throughput_panel(axes[1][1], levels)
+    _concurrency_axis([panel for row in axes for panel in row], [s.concurrency for s in levels])
+    axes[1][1].margins(x=0.12)  # room for the throughput labels of the first and last level
     fig.suptitle(f"{result.target}: {result.prompt_tokens} prompt tokens, {result.max_new_tokens} new tokens")
 
     target = Path(path)
