@@ -1,4 +1,4 @@
-"""convert.py: dtype casts against torch, streaming shards and index, validation, corrupt input."""
+"""convert.py and tensors.py: dtype casts against torch, streaming shards and index, validation, corrupt input."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from ckpt_helpers import SMALL_CONFIG, small_tensors, write_checkpoint
-from inf2_deploy.artifact.convert import SAFE_INDEX_NAME, cast_array, convert_weights, plan_shards, read_tensor_infos
+from inf2_deploy.artifact.convert import SAFE_INDEX_NAME, convert_weights, plan_shards
 from inf2_deploy.artifact.sources import open_checkpoint
+from inf2_deploy.artifact.tensors import cast_array, read_tensor_infos
 from inf2_deploy.errors import ModelSourceError
 from inf2_deploy.spec.catalog import gptj_tensor_shapes
 from safetensors import safe_open
