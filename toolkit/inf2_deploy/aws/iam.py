@@ -25,7 +25,7 @@ from inf2_serving.contract import ENDPOINT_NAME
 
 from ..errors import ConfigError
 from ..spec.validators import BUCKET_NAME, REGION_NAME
-from .endpoint import resource_name
+from .requests import resource_name
 
 __all__ = [
     "DEFAULT_ROLE_NAME",
@@ -139,10 +139,28 @@ def deployer_policy(
     if create_bucket is None:
         create_bucket = bucket.startswith("sagemaker-")
     endpoint, derived = _name_patterns(endpoint_name)
+    statements = [
+        *_sagemaker_statements(region, account, endpoint, derived),
+        *_artifact_statements(bucket, prefix, create_bucket=create_bucket),
+        # `logs` and the deploy wait read with FilterLogEvents only (across the group's streams).
+        _statement("ReadEndpointLogs", ["logs:FilterLogEvents"],
+                   [f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}",
+                    f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}:*"]),
+        # The account id for the default bucket name; GetCallerIdentity needs no permission
+        # in practice, but explicit denies exist, so it is listed.
+        _statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
+        _statement("PassExecutionRoleToSageMaker", ["iam:PassRole"], [f"arn:aws:iam::{account}:role/{role_name}"],
+                   {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+    ]
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def _sagemaker_statements(region: str, account: str, endpoint: str, derived: str) -> list[dict[str, Any]]:
+    """Manage the endpoint and the models and configs named after it, invoke it, list what exists."""
     # SageMaker ARNs carry resource names in lower case; IAM matches against those ARNs.
     arn = f"arn:aws:sagemaker:{region}:{account}"
     sm_endpoint, sm_derived = endpoint.lower(), derived.lower()
-    statements = [
+    return [
         _statement(
             "ManageInf2DeployResources",
             ["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel",
@@ -158,30 +176,28 @@ def deployer_policy(
         # an interrupted delete left.
         _statement("ListResources", ["sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs",
                                      "sagemaker:ListModels"], "*"),
+    ]
+
+
+def _artifact_statements(bucket: str, prefix: str, *, create_bucket: bool) -> list[dict[str, Any]]:
+    """Use the artifact bucket, create it private and encrypted when allowed, and write under the prefix."""
+    statements = [
         # HeadBucket is authorized by s3:ListBucket and sends no prefix, so no s3:prefix condition.
         # ListBucketMultipartUploads finds uploads a killed uploader left under the artifact's prefix;
         # AbortMultipartUpload (below) removes them.
         _statement("ArtifactBucket", ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
                    [f"arn:aws:s3:::{bucket}"]),
-        _statement("ArtifactObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-                   [f"arn:aws:s3:::{bucket}/{prefix}/*"]),
-        # `logs` and the deploy wait read with FilterLogEvents only (across the group's streams).
-        _statement("ReadEndpointLogs", ["logs:FilterLogEvents"],
-                   [f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}",
-                    f"arn:aws:logs:{region}:{account}:log-group:{LOG_GROUP_PREFIX}{endpoint}:*"]),
-        # The account id for the default bucket name; GetCallerIdentity needs no permission
-        # in practice, but explicit denies exist, so it is listed.
-        _statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
-        _statement("PassExecutionRoleToSageMaker", ["iam:PassRole"], [f"arn:aws:iam::{account}:role/{role_name}"],
-                   {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
     ]
     if create_bucket:
-        statements.insert(4, _statement(
+        statements.append(_statement(
             "CreatePrivateEncryptedBucket",
             ["s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration",
              "s3:PutLifecycleConfiguration"],
             [f"arn:aws:s3:::{bucket}"]))
-    return {"Version": POLICY_VERSION, "Statement": statements}
+    statements.append(_statement(
+        "ArtifactObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+        [f"arn:aws:s3:::{bucket}/{prefix}/*"]))
+    return statements
 
 
 def execution_role_policy(
