@@ -161,7 +161,7 @@ def _count_bytes(s3: Any) -> list[int]:
 
 
 def route_ours(src: Path, work: Path, s3: Any, prefix: str) -> dict[str, Any]:
-    from inf2_deploy.aws.session import pipeline
+    from inf2_deploy.aws import pipeline
     from inf2_deploy.spec.deployment_spec import DeploymentSpec
 
     spec = DeploymentSpec(model=str(src), dtype="fp16", instance_type="ml.inf2.8xlarge", region="us-east-1")
@@ -186,7 +186,7 @@ def route_ours(src: Path, work: Path, s3: Any, prefix: str) -> dict[str, Any]:
 def route_upload_only(src: Path, work: Path, s3: Any, prefix: str) -> dict[str, Any]:
     """Our uploader alone on the already-packaged artifact: same files and conditions as the floor."""
     from inf2_deploy.artifact.manifest import Artifact
-    from inf2_deploy.aws.s3 import upload_artifact
+    from inf2_deploy.aws.upload import upload_artifact
 
     artifact = Artifact.load(work / "artifact")
     sent = _count_bytes(s3)

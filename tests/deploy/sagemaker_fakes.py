@@ -79,3 +79,40 @@ def count_calls(*clients) -> CallCounter:
     return counter
 
 
+
+
+class RecordingObserver:
+    """A DeployObserver that keeps everything it is told, in order."""
+
+    def __init__(self) -> None:
+        self.progress: list[tuple[int, int, str]] = []
+        self.statuses: list[tuple[object, float]] = []
+        self.lines: list[str] = []
+        self.events: list[str] = []
+
+    def on_progress(self, done: int, total: int, label: str) -> None:
+        self.progress.append((done, total, label))
+
+    def on_status(self, status, elapsed: float) -> None:  # noqa: ANN001 - an EndpointStatus
+        self.statuses.append((status, elapsed))
+
+    def on_log(self, line) -> None:  # noqa: ANN001 - a LogLine
+        self.lines.append(line.message)
+
+    def on_event(self, message: str) -> None:
+        self.events.append(message)
+
+
+class ClientsSession:
+    """What a Deployer uses of inf2_deploy's Session, handing out the clients given (e.g. under a Stubber)."""
+
+    def __init__(self, region: str = REGION, account: str = ACCOUNT, **clients: object) -> None:
+        self.region = region
+        self.account = account
+        self._clients = clients
+
+    def client(self, service: str):  # noqa: ANN201 - a boto3 client
+        return self._clients[service]
+
+    def default_bucket(self) -> str:
+        return f"sagemaker-{self.region}-{self.account}"

@@ -8,9 +8,11 @@ from datetime import datetime, timezone
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
-from inf2_deploy.aws.endpoint import Endpoint, EndpointStatus, LogTailer, resource_name, volume_size_gb
+from inf2_deploy.aws.endpoint import Endpoint, EndpointStatus
+from inf2_deploy.aws.logs import LogTailer
+from inf2_deploy.aws.requests import resource_name, volume_size_gb
 from inf2_deploy.errors import AwsError, EndpointFailedError
-from sagemaker_fakes import REGION, FakeClock
+from sagemaker_fakes import REGION, FakeClock, RecordingObserver
 
 ARN = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/gptj"
 WHEN = datetime(2025, 1, 2, tzinfo=timezone.utc)
@@ -28,15 +30,15 @@ def _event(event_id: str, timestamp: int, message: str) -> dict:
 def test_wait_walks_creating_to_in_service(make_client):
     sagemaker = make_client("sagemaker")
     clock = FakeClock()
-    seen = []
+    observer = RecordingObserver()
     with Stubber(sagemaker) as stub:
         for status in ("Creating", "Creating", "InService"):
             stub.add_response("describe_endpoint", _described(status), {"EndpointName": "gptj"})
-        endpoint = Endpoint("gptj", sagemaker).wait(poll=20, clock=clock,
-                                                    on_status=lambda s, elapsed: seen.append((s, elapsed)))
+        endpoint = Endpoint("gptj", sagemaker).wait(poll=20, clock=clock, observer=observer)
         stub.assert_no_pending_responses()
     assert endpoint.status is EndpointStatus.IN_SERVICE
-    assert seen == [(EndpointStatus.CREATING, 0), (EndpointStatus.CREATING, 20), (EndpointStatus.IN_SERVICE, 40)]
+    assert observer.statuses == [(EndpointStatus.CREATING, 0), (EndpointStatus.CREATING, 20),
+                                 (EndpointStatus.IN_SERVICE, 40)]
     assert clock.sleeps == [20, 20]
 
 

@@ -15,7 +15,7 @@ from inf2_deploy.artifact.manifest import MANIFEST_NAME
 from inf2_deploy.artifact.packager import package
 from inf2_deploy.aws.deploy import deploy
 from inf2_deploy.aws.pipeline import package_and_upload
-from inf2_deploy.aws.s3 import upload_artifact
+from inf2_deploy.aws.upload import upload_artifact
 from inf2_deploy.spec.deployment_spec import load_spec
 from sagemaker_fakes import REGION
 

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 from inf2_deploy.aws.deploy import WaitInterrupted, list_deployments
-from inf2_deploy.aws.endpoint import EndpointStatus, endpoint_config_request, model_request, settings_digest
+from inf2_deploy.aws.endpoint import EndpointStatus
+from inf2_deploy.aws.requests import endpoint_config_request, model_request, settings_digest
 from inf2_deploy.cli import main
 from inf2_deploy.local.records import LocalDeployment, LocalStore
 from inf2_deploy.spec.deployment_spec import load_spec

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from inf2_deploy.artifact.manifest import digest_file, write_manifest
-from inf2_deploy.aws.s3 import LIFECYCLE_RULE_ID, ensure_bucket, transfer_config, upload_artifact
+from inf2_deploy.aws.s3 import LIFECYCLE_RULE_ID, ensure_bucket
+from inf2_deploy.aws.upload import transfer_config, upload_artifact
 from inf2_deploy.errors import ConfigError
-from sagemaker_fakes import REGION
+from sagemaker_fakes import REGION, RecordingObserver
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's (and moto's) smallest multipart part, so a 12 MiB file goes in 3 parts
@@ -35,8 +36,9 @@ def s3(session):
 
 def test_multipart_upload_matches_manifest_etags_and_reports_bytes(s3, artifact, count_calls):
     calls = count_calls(s3)
-    reports = []
-    result = upload_artifact(s3, artifact, BUCKET, PREFIX, progress=lambda *report: reports.append(report))
+    observer = RecordingObserver()
+    result = upload_artifact(s3, artifact, BUCKET, PREFIX, observer=observer)
+    reports = observer.progress
 
     assert result.s3_uri == f"s3://{BUCKET}/{PREFIX}/"
     assert result.uploaded == ("config.json", "model.safetensors", "manifest.json")

@@ -23,7 +23,8 @@ from typing import Any
 import boto3
 import pytest
 from inf2_deploy.artifact.manifest import UPLOAD_PART_SIZE, Artifact, digest_file, write_manifest
-from inf2_deploy.aws.s3 import abort_stale_uploads, transfer_config, upload_artifact
+from inf2_deploy.aws.s3 import abort_stale_uploads
+from inf2_deploy.aws.upload import transfer_config, upload_artifact
 
 MIB = 1024 * 1024
 BUCKET = "artifacts"
@@ -37,7 +38,8 @@ CHILD = """
 import sys
 import boto3
 from inf2_deploy.artifact.manifest import Artifact
-from inf2_deploy.aws.s3 import transfer_config, upload_artifact
+from inf2_deploy.aws.upload import transfer_config, upload_artifact
+from inf2_deploy.observer import CallbackObserver
 
 config = transfer_config()
 config.max_request_concurrency = 1
@@ -47,7 +49,7 @@ artifact = Artifact.load(sys.argv[1])
 def progress(done, total, label):
     print("progress", done, total, label, flush=True)
 
-upload_artifact(s3, artifact, sys.argv[2], sys.argv[3], progress=progress, config=config)
+upload_artifact(s3, artifact, sys.argv[2], sys.argv[3], observer=CallbackObserver(progress=progress), config=config)
 print("finished", flush=True)
 """
 

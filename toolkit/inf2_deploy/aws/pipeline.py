@@ -14,7 +14,7 @@ promises it for every object. Only the last shard is left to send once
 conversion ends.
 
 The local artifact folder stays the cache exactly as ``package`` builds it.
-Once packaging has finished, :func:`~inf2_deploy.aws.s3.upload_artifact` makes the
+Once packaging has finished, :func:`~inf2_deploy.aws.upload.upload_artifact` makes the
 usual pass over the complete manifest: it checks every object (from S3's
 answers to the writes under SSE-S3, else by HeadObject), re-sends what is
 missing or wrong (also anything whose early upload failed) and writes
@@ -44,18 +44,9 @@ from s3transfer.manager import TransferConfig, TransferManager
 
 from ..artifact.convert import DEFAULT_MAX_SHARD_BYTES
 from ..artifact.manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, ArtifactFile
-from .s3 import (
-    SHA256_METADATA,
-    Progress,
-    UploadResult,
-    WriteLog,
-    _Subscriber,
-    _Tracker,
-    sse_args,
-    transfer_config,
-    upload_artifact,
-)
+from ..observer import DeployObserver, NullObserver
 from .session import aws_errors
+from .upload import Uploader, UploadItem, UploadResult, UploadTracker, WriteLog, transfer_config, upload_artifact
 
 __all__ = ["package_and_upload"]
 
@@ -64,13 +55,14 @@ class _EarlyUploader:
     """The packager's observer: uploads each file as soon as it is complete."""
 
     def __init__(self, s3: Any, bucket: str, prefix_root: str, *, kms_key_id: str | None,
-                 config: TransferConfig, progress: Progress | None) -> None:
+                 config: TransferConfig, observer: DeployObserver) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._prefix_root = prefix_root.strip("/")
-        self._extra = sse_args(kms_key_id)
+        self._kms_key_id = kms_key_id
         self._manager = TransferManager(s3, config)
-        self._tracker = _Tracker(0, progress)  # the total is known only once packaging ends
+        self._tracker = UploadTracker(0, observer)  # the total is known only once packaging ends
+        self._uploader: Uploader | None = None
         self._sending: dict[str, tuple[int, TransferFuture]] = {}
         self._present: set[str] | None = None
         self.key_prefix = ""
@@ -79,14 +71,16 @@ class _EarlyUploader:
 
     def begin(self, build_key: str) -> None:
         self.key_prefix = f"{self._prefix_root}/{build_key}/"
+        self._uploader = Uploader(self._manager, self._bucket, self.key_prefix, kms_key_id=self._kms_key_id,
+                                  tracker=self._tracker)
 
     def file_written(self, file: ArtifactFile, path: Path) -> None:
+        if self._uploader is None:
+            raise RuntimeError("the packager reported a file before begin()")
         if self._already_there(file.path):
             return
-        future = self._manager.upload(str(path), self._bucket, self.key_prefix + file.path,
-                                      extra_args={**self._extra, "Metadata": {SHA256_METADATA: file.sha256}},
-                                      subscribers=[_Subscriber(self._tracker, file.path)])
-        self._sending[file.path] = (file.size, future)
+        item = UploadItem(file.path, path, file.size, file.sha256, file.s3_etag)
+        self._sending[file.path] = (file.size, self._uploader.start(item))
 
     def commit(self) -> None:
         """Wait for every early upload while the staging paths still exist (see ``finish``)."""
@@ -133,7 +127,7 @@ def package_and_upload(
     prefix_root: str,
     *,
     kms_key_id: str | None = None,
-    progress: Progress | None = None,
+    observer: DeployObserver | None = None,
     config: TransferConfig | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
@@ -147,8 +141,8 @@ def package_and_upload(
         bucket: an existing bucket (see ``ensure_bucket``).
         prefix_root: the key prefix the build key is appended to, e.g. ``inf2-deploy/gpt-j-6b``.
         kms_key_id: encrypt with this KMS key instead of SSE-S3.
-        progress: ``(done_bytes, total_bytes, label)``: the packager's labels, then one per
-            uploaded file (total 0 while packaging, the artifact's size in the final pass).
+        observer: told ``on_progress(done_bytes, total_bytes, label)``: the packager's labels, then one
+            per uploaded file (total 0 while packaging, the artifact's size in the final pass).
         config: s3transfer settings; default ``transfer_config()``.
         cache_dir: passed to :func:`~inf2_deploy.artifact.packager.package`.
         max_shard_bytes: data bytes per safetensors shard.
@@ -165,14 +159,15 @@ def package_and_upload(
     from ..artifact.packager import package
 
     config = config or transfer_config(UPLOAD_PART_SIZE)
+    observer = observer or NullObserver()
     with WriteLog(s3) as log:
-        early = _EarlyUploader(s3, bucket, prefix_root, kms_key_id=kms_key_id, config=config, progress=progress)
+        early = _EarlyUploader(s3, bucket, prefix_root, kms_key_id=kms_key_id, config=config, observer=observer)
         try:
-            artifact = package(spec, output, progress=progress, cache_dir=cache_dir, observer=early,
+            artifact = package(spec, output, progress=observer.on_progress, cache_dir=cache_dir, observer=early,
                                max_shard_bytes=max_shard_bytes)
         finally:
             early.shutdown()
-        final = upload_artifact(s3, artifact, bucket, early.key_prefix, kms_key_id=kms_key_id, progress=progress,
+        final = upload_artifact(s3, artifact, bucket, early.key_prefix, kms_key_id=kms_key_id, observer=observer,
                                 config=config, log=log)
     names = [*(f.path for f in artifact.files), MANIFEST_NAME]
     uploaded = tuple(name for name in names if name in early.sent or name in final.uploaded)

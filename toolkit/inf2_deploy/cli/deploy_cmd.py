@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from ..observer import NullObserver
 from .spec_flags import add_spec_flags, spec_from_args
 
 __all__ = ["add_parser", "run"]
@@ -36,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-class _Display:
+class _Display(NullObserver):
     """Upload bars, then a live status line with elapsed time and the container's log lines."""
 
     def __init__(self, console: Any, name: str) -> None:
@@ -66,7 +67,7 @@ class _Display:
         if self.live is not None:
             self.live.stop()
 
-    def progress(self, done: int, total: int, label: str) -> None:
+    def on_progress(self, done: int, total: int, label: str) -> None:
         if not self.tasks:
             self.bars.start()
         phase = label if label in _PACKAGER_LABELS else "upload"
@@ -127,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _Display(console, name) as display:
             deployment = deploy(spec, wait=not args.no_wait, keep_on_failure=args.keep_on_failure,
-                                progress=display.progress, on_status=display.on_status, on_log=display.on_log,
-                                hf_token=hf_token)
+                                observer=display, hf_token=hf_token)
     except WaitInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130

@@ -1,0 +1,393 @@
+"""A deploy as separate steps: stage the artifact, build the requests, reconcile, apply, wait.
+
+Each step of :class:`Deployer` is a method that can run and be tested on its
+own; :meth:`Deployer.run` chains them as ``deploy`` does:
+
+1. :meth:`~Deployer.stage_artifact` - the bucket, then package and upload at
+   once, or upload an artifact that is already packaged (objects already in S3
+   are not sent again);
+2. :meth:`~Deployer.build_requests` - CreateModel and CreateEndpointConfig with
+   this deploy's names and tags (pure, see ``requests``);
+3. :meth:`~Deployer.reconcile` - compare with the endpoint of that name: nothing
+   to do (same artifact fingerprint and settings), create, or update in place;
+4. :meth:`~Deployer.apply` - create the model and config, then create or update
+   the endpoint; on failure, delete what this deploy created;
+5. :meth:`~Deployer.wait` - until InService, tailing the container's logs; a
+   failed endpoint is rolled back; then :meth:`~Deployer.retire` removes the
+   config and models an update superseded.
+
+Progress, status polls, log lines and each step are reported to one observer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ..artifact.manifest import Artifact
+from ..clock import Clock, SystemClock
+from ..errors import AwsError, ConfigError, EndpointFailedError
+from ..observer import DeployObserver, NullObserver
+from ..spec.deployment_spec import DeploymentSpec
+from ..spec.planner import Plan
+from .endpoint import DEFAULT_POLL_SECONDS, Endpoint, EndpointStatus, find_endpoint
+from .logs import LogTailer
+from .requests import TAG_FINGERPRINT, TAG_MANAGED, TAG_SETTINGS, DeployRequests, build_requests
+from .resources import Resource, create_resource, delete_resources, describe_config, tags_of
+from .s3 import ensure_bucket
+from .session import Session, aws_errors, make_session
+from .teardown import delete_deployment
+from .upload import UploadResult, upload_artifact
+
+__all__ = [
+    "Action",
+    "DeployOptions",
+    "Deployer",
+    "Deployment",
+    "Reconciliation",
+    "Rollout",
+    "StagedArtifact",
+    "WaitInterrupted",
+]
+
+
+class WaitInterrupted(KeyboardInterrupt):
+    """Ctrl-C while waiting: the endpoint keeps going; the message says how to follow or delete it."""
+
+    def __init__(self, endpoint_name: str, status: EndpointStatus | None) -> None:
+        state = status.value if status else "being created"
+        super().__init__(
+            f"stopped waiting; endpoint {endpoint_name} is still {state} and keeps going. "
+            f"Watch it with `inf2-deploy status {endpoint_name}` (or `inf2-deploy logs {endpoint_name} --follow`), "
+            f"or delete it with `inf2-deploy delete {endpoint_name}`."
+        )
+        self.endpoint_name = endpoint_name
+        self.status = status
+
+
+@dataclass
+class Deployment:
+    """A SageMaker endpoint that ``deploy`` created, updated or found unchanged."""
+
+    endpoint_name: str
+    region: str
+    artifact_s3_uri: str
+    model_name: str
+    endpoint_config_name: str
+    status: EndpointStatus | None = None
+    #: False when the endpoint already ran this artifact and these settings
+    changed: bool = True
+    #: one line on what happened, for people
+    message: str = ""
+    #: bytes this deploy sent to S3 (0 when the artifact was already there)
+    bytes_uploaded: int = 0
+    session: Session | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def predictor(self) -> Any:
+        """A :class:`~inf2_deploy.client.predictor.Predictor` for this endpoint."""
+        from ..client.predictor import Predictor
+
+        boto_session = self.session.boto_session if self.session else None
+        return Predictor(self.endpoint_name, region=self.region, session=boto_session)
+
+    def delete(self, *, purge_artifacts: bool = False, wait: bool = False) -> list[str]:
+        """Delete the endpoint, its config and its model (see ``delete_deployment``)."""
+        return delete_deployment(self.endpoint_name, purge_artifacts=purge_artifacts, wait=wait,
+                                 session=self.session or make_session(self.region))
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How one deploy runs, beyond what its spec says."""
+
+    endpoint_name: str
+    #: the S3 key prefix the artifact's own prefix goes under, e.g. ``inf2-deploy/gpt-j-6b``
+    prefix_root: str
+    #: the folder to package into when no packaged artifact is given
+    output: Path | None = None
+    #: wait until the endpoint is InService (tailing its logs)
+    wait: bool = True
+    #: keep the model, config and endpoint when the endpoint fails
+    keep_on_failure: bool = False
+    #: passed to the container as HF_TOKEN (never logged); only for gated models
+    hf_token: str | None = field(default=None, repr=False)
+    #: seconds to wait before giving up (the endpoint keeps going)
+    timeout: float | None = None
+    #: seconds between status polls
+    poll: float = DEFAULT_POLL_SECONDS
+
+
+@dataclass(frozen=True)
+class StagedArtifact:
+    """An artifact and where it lies in S3."""
+
+    artifact: Artifact
+    upload: UploadResult
+
+    @property
+    def s3_uri(self) -> str:
+        """The artifact's ``s3://bucket/prefix/``."""
+        return self.upload.s3_uri
+
+
+class Action(str, Enum):
+    """What a deploy has to do to the endpoint of its name."""
+
+    NOTHING = "nothing"
+    CREATE = "create"
+    UPDATE = "update"
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What exists under the endpoint's name, and what to do about it."""
+
+    action: Action
+    #: the endpoint as found (None when there is none)
+    endpoint: Endpoint | None = None
+    #: the model the endpoint runs, when there is nothing to do
+    running_model: str | None = None
+    #: the config and models an update replaces, deleted once the update is InService
+    superseded: tuple[Resource, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What :meth:`Deployer.apply` asked SageMaker for, and the resources it created (oldest first)."""
+
+    requests: DeployRequests
+    reconciliation: Reconciliation
+    created: tuple[Resource, ...]
+
+
+class Deployer:
+    """Deploys specs to SageMaker, one step per method.
+
+    Args:
+        session: the AWS session (region and clients).
+        clock: time source for names and waits; default the real clock.
+        observer: receives progress, status polls, log lines and steps; default: nobody.
+    """
+
+    def __init__(self, session: Session, clock: Clock | None = None,
+                 observer: DeployObserver | None = None) -> None:
+        self.session = session
+        self.clock = clock or SystemClock()
+        self.observer = observer or NullObserver()
+
+    @property
+    def _sagemaker(self) -> Any:
+        return self.session.client("sagemaker")
+
+    def run(self, spec: DeploymentSpec, plan: Plan, options: DeployOptions, *,
+            artifact: Artifact | None = None) -> Deployment:
+        """Every step in order; see ``inf2_deploy.aws.deploy.deploy`` for what each raises.
+
+        Args:
+            spec: the deployment.
+            plan: its checked plan.
+            options: how this deploy runs.
+            artifact: an already packaged artifact; default: package into ``options.output``.
+
+        Returns:
+            The deployment; ``changed`` is False when nothing needed doing.
+        """
+        staged = self.stage_artifact(spec, prefix_root=options.prefix_root, artifact=artifact,
+                                     output=options.output)
+        requests = self.build_requests(spec, plan, staged, endpoint_name=options.endpoint_name,
+                                       hf_token=options.hf_token)
+        found = self.reconcile(requests)
+        if found.action is Action.NOTHING:
+            return self._unchanged(staged, requests, found)
+        rollout = self.apply(requests, found, keep_on_failure=options.keep_on_failure)
+        verb = "updating" if found.action is Action.UPDATE else "creating"
+        deployment = Deployment(
+            requests.endpoint_name, self.session.region, staged.s3_uri, requests.name, requests.name,
+            EndpointStatus.UPDATING if found.action is Action.UPDATE else EndpointStatus.CREATING,
+            session=self.session, bytes_uploaded=staged.upload.bytes_uploaded,
+            message=f"{verb} endpoint {requests.endpoint_name} with artifact {requests.fingerprint[:12]}")
+        if not options.wait:
+            return deployment
+        endpoint = self.wait(rollout, timeout=options.timeout, poll=options.poll,
+                             keep_on_failure=options.keep_on_failure)
+        self.retire(found)
+        deployment.status = endpoint.status
+        deployment.message = (f"endpoint {requests.endpoint_name} is "
+                              f"{endpoint.status.value if endpoint.status else '?'} "
+                              f"with artifact {requests.fingerprint[:12]}")
+        return deployment
+
+    def stage_artifact(self, spec: DeploymentSpec, *, prefix_root: str, artifact: Artifact | None = None,
+                       output: Path | None = None) -> StagedArtifact:
+        """Put the artifact in S3: the bucket first (created private and encrypted when it is the default
+        one), then package into ``output`` while uploading, or upload ``artifact`` under its fingerprint.
+
+        Raises:
+            ConfigError: neither ``artifact`` nor ``output`` given; a named bucket does not exist.
+            AwsError: an S3 call failed.
+            PlanError, ModelSourceError: packaging failed (see ``package``).
+        """
+        s3 = self.session.client("s3")
+        bucket = spec.bucket or self.session.default_bucket()
+        if ensure_bucket(s3, bucket, self.session.region, create=spec.bucket is None, kms_key_id=spec.kms_key_id):
+            self.observer.on_event(f"created bucket {bucket}")
+        if artifact is not None:
+            upload = upload_artifact(s3, artifact, bucket, f"{prefix_root}/{artifact.fingerprint}",
+                                     kms_key_id=spec.kms_key_id, observer=self.observer)
+        elif output is not None:
+            from .pipeline import package_and_upload
+
+            artifact, upload = package_and_upload(spec, output, s3, bucket, prefix_root, kms_key_id=spec.kms_key_id,
+                                                  observer=self.observer)
+        else:
+            raise ConfigError("pass a packaged artifact or an output folder to package into", field="output")
+        self.observer.on_event(f"artifact {artifact.fingerprint[:12]} is at {upload.s3_uri} "
+                               f"({upload.bytes_uploaded} bytes sent)")
+        return StagedArtifact(artifact, upload)
+
+    def build_requests(self, spec: DeploymentSpec, plan: Plan, staged: StagedArtifact, *, endpoint_name: str,
+                       hf_token: str | None = None) -> DeployRequests:
+        """The model and endpoint config requests for ``staged``, named after the clock's now."""
+        return build_requests(spec, plan, endpoint_name=endpoint_name, fingerprint=staged.artifact.fingerprint,
+                              artifact_bytes=staged.artifact.total_bytes, model_data_uri=staged.s3_uri,
+                              bucket=staged.upload.bucket, now=self.clock.now(), hf_token=hf_token)
+
+    def reconcile(self, requests: DeployRequests) -> Reconciliation:
+        """Decide from the endpoint that has the name: create it, update it, or nothing to do.
+
+        Nothing to do when its config carries this deploy's fingerprint and settings tags.
+        An update supersedes the current config and its models when inf2-deploy made them.
+
+        Raises:
+            AwsError: the endpoint is busy (code ``EndpointBusy``) or failed (``EndpointNotUpdatable``),
+                or a call failed.
+        """
+        sagemaker, name = self._sagemaker, requests.endpoint_name
+        existing = find_endpoint(sagemaker, name)
+        if existing is None:
+            return Reconciliation(Action.CREATE)
+        _check_updatable(existing)
+        current = describe_config(sagemaker, existing.config_name or "")
+        tags = tags_of(sagemaker, current["EndpointConfigArn"]) if current else {}
+        same = tags.get(TAG_FINGERPRINT) == requests.fingerprint and tags.get(TAG_SETTINGS) == requests.settings
+        if current and same:
+            return Reconciliation(Action.NOTHING, existing, running_model=current["ProductionVariants"][0]["ModelName"])
+        superseded: tuple[Resource, ...] = ()
+        if current and tags.get(TAG_MANAGED) == "true":
+            superseded = (("endpoint config", current["EndpointConfigName"]),
+                          *(("model", variant["ModelName"]) for variant in current["ProductionVariants"]))
+        return Reconciliation(Action.UPDATE, existing, superseded=superseded)
+
+    def apply(self, requests: DeployRequests, reconciliation: Reconciliation, *,
+              keep_on_failure: bool = False) -> Rollout:
+        """Create the model and endpoint config, then create or update the endpoint.
+
+        Each resource is listed before its create call: a call that times out or loses its
+        connection may still have created it, and the rollback deletes by name (these names
+        are new to this deploy, and a delete of a missing resource is a no-op).
+
+        Raises:
+            AwsError: a call failed; what this deploy created is deleted unless ``keep_on_failure``.
+            KeyboardInterrupt: likewise, so that Ctrl-C between the calls leaves nothing untracked.
+        """
+        if reconciliation.action is Action.NOTHING:
+            raise ValueError("nothing to apply: the endpoint already runs this artifact and these settings")
+        sagemaker, name, tags = self._sagemaker, requests.name, requests.tags
+        created: list[Resource] = []
+        try:
+            created.append(("model", name))
+            create_resource(sagemaker.create_model, "CreateModel", name, **requests.model, Tags=tags)
+            self.observer.on_event(f"created model {name}")
+            created.append(("endpoint config", name))
+            create_resource(sagemaker.create_endpoint_config, "CreateEndpointConfig", name, **requests.config,
+                            Tags=tags)
+            self.observer.on_event(f"created endpoint config {name}")
+            if reconciliation.action is Action.CREATE:
+                created.append(("endpoint", requests.endpoint_name))
+            self._point_endpoint(requests, reconciliation)
+        except (AwsError, KeyboardInterrupt):
+            if not keep_on_failure:
+                self._roll_back(created)
+            raise
+        return Rollout(requests, reconciliation, tuple(created))
+
+    def _point_endpoint(self, requests: DeployRequests, reconciliation: Reconciliation) -> None:
+        """CreateEndpoint or UpdateEndpoint with the new config."""
+        sagemaker, name, config_name = self._sagemaker, requests.endpoint_name, requests.name
+        if reconciliation.action is Action.CREATE:
+            create_resource(sagemaker.create_endpoint, "CreateEndpoint", name, EndpointName=name,
+                            EndpointConfigName=config_name, Tags=requests.tags,
+                            ours=lambda: getattr(find_endpoint(sagemaker, name), "config_name", None) == config_name)
+            self.observer.on_event(f"creating endpoint {name}")
+        else:
+            with aws_errors(f"sagemaker:UpdateEndpoint {name}"):
+                sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
+            self.observer.on_event(f"updating endpoint {name}")
+
+    def wait(self, rollout: Rollout, *, timeout: float | None = None, poll: float = DEFAULT_POLL_SECONDS,
+             keep_on_failure: bool = False) -> Endpoint:
+        """Wait until the endpoint settles on this rollout's config, tailing this deploy's log lines.
+
+        Raises:
+            EndpointFailedError: the endpoint failed, or an update was rolled back by SageMaker; what
+                this deploy created was deleted (named in the message) unless ``keep_on_failure``.
+            WaitInterrupted: Ctrl-C; the endpoint keeps going.
+            AwsError: ``timeout`` passed (code ``Timeout``) or a call failed.
+        """
+        requests = rollout.requests
+        endpoint = rollout.reconciliation.endpoint or Endpoint(requests.endpoint_name, self._sagemaker)
+        # Only this deploy's lines: an updated endpoint's group already holds old ones.
+        tailer = LogTailer(self.session.client("logs"), requests.endpoint_name,
+                           start_time_ms=int(self.clock.now().timestamp() * 1000))
+        try:
+            endpoint.wait(timeout, poll=poll, clock=self.clock, observer=self.observer, logs=tailer)
+            if endpoint.config_name != requests.name:
+                # A failed update leaves the endpoint InService on its old config (SageMaker rolled it back).
+                raise endpoint.failure()
+        except KeyboardInterrupt:
+            raise WaitInterrupted(requests.endpoint_name, endpoint.status) from None
+        except EndpointFailedError as exc:
+            if keep_on_failure:
+                exc.hint = f"kept for inspection; delete with `inf2-deploy delete {requests.endpoint_name}`"
+                raise
+            removed = self._roll_back(rollout.created)
+            raise EndpointFailedError(f"{exc.message}\nrolled back: {', '.join(removed) or 'nothing'}",
+                                      value=requests.endpoint_name, hint=exc.hint) from None
+        return endpoint
+
+    def retire(self, reconciliation: Reconciliation) -> list[str]:
+        """Delete the config and models an update superseded; returns what existed and was deleted."""
+        removed = delete_resources(self._sagemaker, reconciliation.superseded)
+        if removed:
+            self.observer.on_event(f"removed the superseded {', '.join(removed)}")
+        return removed
+
+    def _roll_back(self, created: list[Resource] | tuple[Resource, ...]) -> list[str]:
+        """Delete what this deploy created, newest first (endpoint, then config, then model)."""
+        removed = delete_resources(self._sagemaker, reversed(created))
+        self.observer.on_event(f"rolled back: {', '.join(removed) or 'nothing'}")
+        return removed
+
+    def _unchanged(self, staged: StagedArtifact, requests: DeployRequests, found: Reconciliation) -> Deployment:
+        message = (f"endpoint {requests.endpoint_name} already runs artifact {requests.fingerprint[:12]} "
+                   "with these settings; nothing to do")
+        self.observer.on_event(message)
+        endpoint = found.endpoint
+        return Deployment(requests.endpoint_name, self.session.region, staged.s3_uri, found.running_model or "",
+                          (endpoint.config_name if endpoint else None) or "", endpoint.status if endpoint else None,
+                          changed=False, session=self.session, bytes_uploaded=staged.upload.bytes_uploaded,
+                          message=message)
+
+
+def _check_updatable(endpoint: Endpoint) -> None:
+    """Raise unless SageMaker would accept an UpdateEndpoint of ``endpoint`` now."""
+    name, status = endpoint.name, endpoint.status
+    if status is not None and status.transitional:
+        raise AwsError(f"endpoint {name} is {status.value}; SageMaker accepts no update until it settles",
+                       code="EndpointBusy", hint=f"wait with `inf2-deploy status {name}`, then deploy again")
+    if status is not EndpointStatus.IN_SERVICE:
+        raise AwsError(f"endpoint {name} is {status.value if status else '?'} and cannot be updated",
+                       code="EndpointNotUpdatable",
+                       hint=f"delete it with `inf2-deploy delete {name}`, then deploy again")
