@@ -23,10 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..aws.deploy import delete_deployment
     from ..aws.session import make_session
-    from ..local.deployments import delete_local, get_local_deployment
+    from ..local.supervisor import LocalSupervisor
 
-    if get_local_deployment(args.name) is not None:
-        record = delete_local(args.name)
+    local = LocalSupervisor()
+    if local.store.get(args.name) is not None:
+        record = local.delete(args.name)
         print(f"stopped local deployment {record.name} ({record.url}, pid {record.pid})")
         return 0
     session = make_session(args.region)

@@ -61,7 +61,7 @@ def add_target_flags(parser: argparse.ArgumentParser) -> None:
 def predictor_for(args: argparse.Namespace) -> Any:
     """The predictor for ``--url``, else the local deployment or SageMaker endpoint ``NAME``."""
     from ..client.predictor import LocalPredictor
-    from ..local.deployments import connect
+    from ..local.connect import connect
 
     if args.url:
         return LocalPredictor(args.url, name=args.name)

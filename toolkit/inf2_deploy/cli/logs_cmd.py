@@ -39,10 +39,10 @@ def _local_logs(path: str, follow: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..aws.endpoint import LogTailer
     from ..aws.session import make_session
-    from ..local.deployments import get_local_deployment
+    from ..local.records import default_store
 
     try:
-        local = get_local_deployment(args.name)
+        local = default_store().get(args.name)
         if local is not None:
             return _local_logs(local.log_file, args.follow)
         session = make_session(args.region)

@@ -42,9 +42,9 @@ def _sagemaker_status(name: str, region: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..local.deployments import get_local_deployment
+    from ..local.records import default_store
 
-    local = get_local_deployment(args.name)
+    local = default_store().get(args.name)
     if local is not None:
         info = {"name": local.name, "kind": "local", "status": local.status, "url": local.url, "pid": local.pid,
                 "artifact": local.artifact_dir, "created": local.started_at}
