@@ -33,7 +33,6 @@ __all__ = [
     "digest_file",
     "s3_etag",
     "artifact_fingerprint",
-    "atomic_write_text",
     "write_manifest",
 ]
 
