@@ -26,7 +26,6 @@ from .process import SERVER_MODULE, pid_alive, server_alive, signal_group
 from .records import LocalDeployment, LocalStatus, LocalStore, default_store
 
 __all__ = [
-    "BACKENDS",
     "DEFAULT_START_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
     "LocalSupervisor",
@@ -46,7 +45,7 @@ _LOG_TAIL_LINES = 20
 
 
 def check_backend(backend: str) -> str:
-    """``backend`` if it is one of :data:`BACKENDS`, else a ConfigError naming ``backend``."""
+    """``backend`` if it is one of the contract's backends, else a ConfigError naming ``backend``."""
     if backend not in BACKENDS:
         raise ConfigError(f"must be one of {', '.join(BACKENDS)}", field="backend", value=backend)
     return backend
