@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..spec.model_ref import model_slug
 from ..spec.validators import check_endpoint_name
@@ -18,6 +17,7 @@ from .records import LocalDeployment, LocalStore
 from .supervisor import DEFAULT_START_TIMEOUT, LocalSupervisor, check_backend, check_port_free
 
 if TYPE_CHECKING:
+    from ..artifact.sources import ProgressCallback
     from ..clock import Clock
     from ..spec.deployment_spec import DeploymentSpec
 
@@ -44,7 +44,7 @@ def serve_local(
     host: str = "127.0.0.1",
     output: str | os.PathLike[str] | None = None,
     backend: str = "auto",
-    progress: Callable[..., Any] | None = None,
+    progress: ProgressCallback | None = None,
     wait: bool = True,
     timeout: float = DEFAULT_START_TIMEOUT,
     store: LocalStore | None = None,
@@ -66,7 +66,7 @@ def serve_local(
         output: the artifact folder; default: a cache folder for this spec under
             :func:`~inf2_deploy.local.paths.artifact_cache_dir`.
         backend: ``auto``, ``cpu`` or ``neuron``.
-        progress: the packager's progress callback.
+        progress: ``(done_bytes, total_bytes, label)`` while packaging.
         wait: wait until the server answers ``/ping`` with 200.
         timeout: seconds to wait for readiness.
         store: where the deployment is recorded; default the user's (``INF2_DEPLOY_HOME``).
