@@ -6,7 +6,7 @@ from pathlib import Path
 import boto3
 import pytest
 from inf2_deploy.benchmarking.prompts import load_tokenizer
-from inf2_deploy.benchmarking.runner import resolve_target
+from inf2_deploy.benchmarking.runner import bench_target
 from inf2_deploy.client.predictor import Predictor
 from inf2_deploy.errors import AwsError, ModelSourceError
 from moto import mock_aws
@@ -46,7 +46,7 @@ def endpoint(tiny_gptj: Path):
 
 
 def test_endpoint_name_resolves_instance_and_model_data(endpoint):
-    predictor, info = resolve_target(endpoint, region=REGION)
+    predictor, info = bench_target(endpoint, region=REGION)
     assert isinstance(predictor, Predictor) and predictor.endpoint_name == endpoint
     assert (info.kind, info.instance_type, info.instance_count) == ("sagemaker", "ml.inf2.8xlarge", 2)
     assert info.tokenizer_source == f"s3://{BUCKET}/{PREFIX}"
@@ -62,4 +62,4 @@ def test_missing_tokenizer_and_missing_endpoint_are_clear_errors(endpoint):
     with pytest.raises(ModelSourceError, match="no tokenizer files"):
         load_tokenizer(f"s3://{BUCKET}/elsewhere/", region=REGION)
     with pytest.raises(AwsError):
-        resolve_target("no-such-endpoint", region=REGION)
+        bench_target("no-such-endpoint", region=REGION)

@@ -93,7 +93,7 @@ class RecordingObserver:
     def on_progress(self, done: int, total: int, label: str) -> None:
         self.progress.append((done, total, label))
 
-    def on_status(self, status, elapsed: float) -> None:  # noqa: ANN001 - an EndpointStatus
+    def on_status(self, status, elapsed: float) -> None:  # noqa: ANN001 - a DeploymentStatus
         self.statuses.append((status, elapsed))
 
     def on_log(self, line) -> None:  # noqa: ANN001 - a LogLine

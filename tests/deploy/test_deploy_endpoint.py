@@ -8,10 +8,11 @@ from datetime import datetime, timezone
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
-from inf2_deploy.aws.endpoint import Endpoint, EndpointStatus
+from inf2_deploy.aws.endpoint import Endpoint
 from inf2_deploy.aws.logs import LogTailer
 from inf2_deploy.aws.requests import resource_name, volume_size_gb
 from inf2_deploy.errors import AwsError, EndpointFailedError
+from inf2_deploy.status import DeploymentStatus
 from sagemaker_fakes import REGION, FakeClock, RecordingObserver
 
 ARN = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/gptj"
@@ -36,9 +37,9 @@ def test_wait_walks_creating_to_in_service(make_client):
             stub.add_response("describe_endpoint", _described(status), {"EndpointName": "gptj"})
         endpoint = Endpoint("gptj", sagemaker).wait(poll=20, clock=clock, observer=observer)
         stub.assert_no_pending_responses()
-    assert endpoint.status is EndpointStatus.IN_SERVICE
-    assert observer.statuses == [(EndpointStatus.CREATING, 0), (EndpointStatus.CREATING, 20),
-                                 (EndpointStatus.IN_SERVICE, 40)]
+    assert endpoint.status is DeploymentStatus.IN_SERVICE
+    assert observer.statuses == [(DeploymentStatus.CREATING, 0), (DeploymentStatus.CREATING, 20),
+                                 (DeploymentStatus.IN_SERVICE, 40)]
     assert clock.sleeps == [20, 20]
 
 
@@ -152,7 +153,7 @@ def test_throttling_is_retried_by_the_client(make_client):
 
     sagemaker.meta.events.register_first("before-send.sagemaker.DescribeEndpoint", answer)
     endpoint = Endpoint("gptj", sagemaker).fetch()
-    assert endpoint.status is EndpointStatus.IN_SERVICE
+    assert endpoint.status is DeploymentStatus.IN_SERVICE
     assert len(attempts) == 2
 
 

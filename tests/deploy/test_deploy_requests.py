@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 
 import pytest
 from inf2_deploy.aws.deploy import WaitInterrupted, list_deployments
-from inf2_deploy.aws.endpoint import EndpointStatus
 from inf2_deploy.aws.requests import endpoint_config_request, model_request, settings_digest
 from inf2_deploy.cli import main
 from inf2_deploy.local.records import LocalDeployment, LocalStore
 from inf2_deploy.spec.deployment_spec import load_spec
+from inf2_deploy.status import DeploymentStatus
 from sagemaker_fakes import ROLE
 
 
@@ -70,7 +70,7 @@ def test_list_includes_local_deployments(monkeypatch, tmp_path):
     store.save(record)
     monkeypatch.setattr("inf2_deploy.local.records.default_store", lambda: store)
     (item,) = list_deployments(sagemaker=False)
-    assert (item.name, item.kind, item.status, item.location) == ("demo", "local", "running", record.url)
+    assert (item.name, item.kind, item.status, item.location) == ("demo", "local", "InService", record.url)
     assert item.created == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
@@ -108,7 +108,7 @@ def test_cli_delete_of_a_local_name_stops_the_server(capsys):
 
 def test_cli_ctrl_c_while_waiting_prints_what_next_and_exits_130(monkeypatch, capsys):
     def interrupted(spec, **kwargs):
-        raise WaitInterrupted("tiny", EndpointStatus.CREATING)
+        raise WaitInterrupted("tiny", DeploymentStatus.CREATING)
 
     monkeypatch.setattr("inf2_deploy.aws.deploy.deploy", interrupted)
     code = main(["deploy", "--model", "tiny-gptj", "--role", ROLE, "--endpoint-name", "tiny"])

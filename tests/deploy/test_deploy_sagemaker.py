@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pytest
 from inf2_deploy import version
 from inf2_deploy.aws.deploy import WaitInterrupted, delete_deployment, deploy, list_deployments
-from inf2_deploy.aws.endpoint import EndpointStatus
 from inf2_deploy.errors import AwsError, EndpointFailedError
+from inf2_deploy.status import DeploymentStatus
 from sagemaker_fakes import ACCOUNT, REGION, ROLE
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
@@ -34,7 +34,7 @@ def test_first_deploy_sends_exact_requests(session, tiny_spec, tiny_artifact, cl
     assert deployment.endpoint_name == "tiny"
     assert (deployment.model_name, deployment.endpoint_config_name) == (name, name)
     assert deployment.artifact_s3_uri == prefix
-    assert deployment.status is EndpointStatus.IN_SERVICE and deployment.changed
+    assert deployment.status is DeploymentStatus.IN_SERVICE and deployment.changed
     settings = dict((t["Key"], t["Value"]) for t in calls.params("CreateModel")[0]["Tags"])["inf2-deploy:settings"]
     tags = [
         {"Key": "inf2-deploy:managed", "Value": "true"},
@@ -136,7 +136,7 @@ def test_changed_settings_update_in_place_and_remove_superseded(
     assert calls.params("UpdateEndpoint") == [{"EndpointName": "tiny", "EndpointConfigName": second.model_name}]
     assert "CreateEndpoint" not in calls.names()
     assert served == ["InService", "Updating", "Updating", "InService"]
-    assert statuses == [EndpointStatus.UPDATING, EndpointStatus.UPDATING, EndpointStatus.IN_SERVICE]
+    assert statuses == [DeploymentStatus.UPDATING, DeploymentStatus.UPDATING, DeploymentStatus.IN_SERVICE]
     # SageMaker moved traffic to the new config; the old model and config were removed afterwards.
     assert calls.names().index("UpdateEndpoint") < calls.names().index("DeleteEndpointConfig")
     assert _names(session, "models") == [second.model_name]
@@ -227,7 +227,7 @@ def test_ctrl_c_while_waiting_leaves_the_endpoint_and_says_what_next(
 def test_no_wait_returns_while_creating(session, tiny_spec, tiny_artifact, clock, count_calls):
     calls = count_calls(session.client("sagemaker"))
     deployment = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=clock, wait=False)
-    assert deployment.status is EndpointStatus.CREATING
+    assert deployment.status is DeploymentStatus.CREATING
     assert "DescribeEndpoint" in calls.names()  # the existence check, before creating
     assert calls.names()[-1] == "CreateEndpoint"
     assert clock.sleeps == []

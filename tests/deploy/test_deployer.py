@@ -14,12 +14,12 @@ from inf2_deploy.aws.deployer import (
     StagedArtifact,
     WaitInterrupted,
 )
-from inf2_deploy.aws.endpoint import EndpointStatus
 from inf2_deploy.aws.requests import TAG_FINGERPRINT, TAG_MANAGED, TAG_SETTINGS, DeployRequests, build_requests
 from inf2_deploy.aws.upload import UploadResult
 from inf2_deploy.errors import AwsError, ConfigError, EndpointFailedError
 from inf2_deploy.observer import CallbackObserver, NullObserver, observer_of
 from inf2_deploy.spec.planner import check_plan
+from inf2_deploy.status import DeploymentStatus
 from sagemaker_fakes import ACCOUNT, REGION, ClientsSession, FakeClock, RecordingObserver
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
@@ -114,7 +114,7 @@ def test_reconcile_does_nothing_when_fingerprint_and_settings_match(stubbed, tin
                                             TAG_SETTINGS: requests.settings}))
     found = deployer.reconcile(requests)
     assert (found.action, found.running_model, found.superseded) == (Action.NOTHING, "tiny-old", ())
-    assert found.endpoint.status is EndpointStatus.IN_SERVICE
+    assert found.endpoint.status is DeploymentStatus.IN_SERVICE
 
 
 @pytest.mark.parametrize(("managed", "superseded"), [
@@ -217,8 +217,8 @@ def test_wait_reports_each_poll_and_returns_the_endpoint_in_service(
     deployer, rollout = _applied(session, tiny_spec, tiny_artifact, clock, observer)
     status_script(session.client("sagemaker"), ["Creating", "InService"])
     endpoint = deployer.wait(rollout, poll=10)
-    assert endpoint.status is EndpointStatus.IN_SERVICE
-    assert observer.statuses == [(EndpointStatus.CREATING, 0), (EndpointStatus.IN_SERVICE, 10)]
+    assert endpoint.status is DeploymentStatus.IN_SERVICE
+    assert observer.statuses == [(DeploymentStatus.CREATING, 0), (DeploymentStatus.IN_SERVICE, 10)]
 
 
 def test_wait_rolls_back_a_failed_endpoint(session, tiny_spec, tiny_artifact, status_script):
@@ -257,7 +257,7 @@ def test_deploy_reports_each_step_to_one_observer(session, tiny_spec, tiny_artif
     assert observer.events[0] == f"created bucket {BUCKET}"
     assert observer.events[2:] == [f"created model {first.model_name}",
                                    f"created endpoint config {first.model_name}", "creating endpoint tiny"]
-    assert [status for status, _ in observer.statuses] == [EndpointStatus.IN_SERVICE]
+    assert [status for status, _ in observer.statuses] == [DeploymentStatus.IN_SERVICE]
     observer.events.clear()
     deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=make_clock(), observer=observer)
     assert observer.events[-1].endswith("nothing to do")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from inf2_deploy.errors import ConfigError
 from inf2_deploy.local.paths import artifact_cache_dir, cache_root, state_dir
-from inf2_deploy.local.records import LocalDeployment, LocalStatus, LocalStore, default_store
+from inf2_deploy.local.records import LocalDeployment, LocalStore, default_store
+from inf2_deploy.status import DeploymentStatus
 
 LIVE_PIDS = {101, 102}
 
@@ -26,7 +27,7 @@ def store(root: Path) -> LocalStore:
 def test_a_saved_record_reads_back_with_its_status(store: LocalStore, root: Path) -> None:
     store.save(_record("tiny"))
     assert store.get("tiny") == _record("tiny")
-    assert store.get("tiny").status is LocalStatus.RUNNING
+    assert store.get("tiny").status is DeploymentStatus.IN_SERVICE
     stored = json.loads((root / "tiny.json").read_text())
     assert "status" not in stored and stored["pid"] == 101
     assert sorted(path.name for path in root.iterdir()) == ["tiny.json"]  # no temporary file left
@@ -34,15 +35,15 @@ def test_a_saved_record_reads_back_with_its_status(store: LocalStore, root: Path
 
 def test_a_record_whose_server_exited_is_stopped(store: LocalStore) -> None:
     store.save(_record("gone", pid=999))
-    assert store.get("gone").status is LocalStatus.STOPPED
-    assert str(LocalStatus.STOPPED) == "stopped" and f"{LocalStatus.RUNNING}" == "running"
+    assert store.get("gone").status is DeploymentStatus.STOPPED
+    assert str(DeploymentStatus.STOPPED) == "Stopped" and f"{DeploymentStatus.IN_SERVICE}" == "InService"
 
 
 def test_list_is_sorted_and_returns_stopped_records_once(store: LocalStore, root: Path) -> None:
     for record in (_record("b"), _record("a", pid=102), _record("c", pid=999)):
         store.save(record)
     assert [(d.name, d.status) for d in store.list()] == [
-        ("a", LocalStatus.RUNNING), ("b", LocalStatus.RUNNING), ("c", LocalStatus.STOPPED)]
+        ("a", DeploymentStatus.IN_SERVICE), ("b", DeploymentStatus.IN_SERVICE), ("c", DeploymentStatus.STOPPED)]
     assert not (root / "c.json").exists()
     assert [d.name for d in store.list()] == ["a", "b"]
 
@@ -74,7 +75,7 @@ def test_delete_forgets_the_record_and_keeps_the_log(store: LocalStore) -> None:
 
 def test_to_dict_has_every_field_and_the_status_as_text() -> None:
     data = _record("tiny").to_dict()
-    assert data["status"] == "running" and json.loads(json.dumps(data)) == data
+    assert data["status"] == "InService" and json.loads(json.dumps(data)) == data
     assert _record("tiny").endpoint_name == "tiny"
 
 

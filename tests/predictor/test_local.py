@@ -17,8 +17,9 @@ from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError, EndpointFailedError
 from inf2_deploy.local.deploy import default_name, serve_local
 from inf2_deploy.local.paths import state_dir
-from inf2_deploy.local.records import LocalDeployment, LocalStatus, default_store
+from inf2_deploy.local.records import LocalDeployment, default_store
 from inf2_deploy.local.supervisor import LocalSupervisor
+from inf2_deploy.status import DeploymentStatus
 
 RECORD_KEYS = {"name", "url", "pid", "artifact_dir", "log_file", "started_at", "fingerprint", "backend"}
 
@@ -49,7 +50,7 @@ def test_lifecycle_deploy_invoke_list_delete(local_home: Path, tiny_artifact: Pa
     assert os.getsid(deployment.pid) == deployment.pid  # detached: leads its own session
     assert httpx.get(f"{deployment.url}/ping").status_code == 200
     assert [d.name for d in default_store().list()] == ["tiny-life"]
-    assert default_store().get("tiny-life").status is LocalStatus.RUNNING
+    assert default_store().get("tiny-life").status is DeploymentStatus.IN_SERVICE
 
     # Invoke through the CLI by name, buffered and streamed; both match the predictor.
     expected = deployment.predictor.generate("Hello world", max_new_tokens=6)
@@ -107,9 +108,9 @@ def _write_record(home: Path, name: str, pid: int) -> Path:
 
 def test_stale_records_are_listed_once_as_stopped(local_home: Path) -> None:
     path = _write_record(local_home, "stale", _dead_pid())
-    assert default_store().get("stale").status is LocalStatus.STOPPED
+    assert default_store().get("stale").status is DeploymentStatus.STOPPED
     listed = default_store().list()
-    assert [(d.name, d.status) for d in listed] == [("stale", LocalStatus.STOPPED)]
+    assert [(d.name, d.status) for d in listed] == [("stale", DeploymentStatus.STOPPED)]
     assert not path.exists() and default_store().list() == []
 
 
@@ -124,7 +125,7 @@ def test_invoke_on_a_stopped_local_deployment_is_one_line_exit_1(local_home: Pat
 def test_a_pid_reused_by_another_program_is_not_our_server(local_home: Path) -> None:
     # This test's own process is alive but is not inf2_deploy.local.server: never signal it.
     _write_record(local_home, "reused", os.getpid())
-    assert default_store().get("reused").status is LocalStatus.STOPPED
+    assert default_store().get("reused").status is DeploymentStatus.STOPPED
     LocalSupervisor().delete("reused")  # removes the record without touching the process
     assert default_store().get("reused") is None
 

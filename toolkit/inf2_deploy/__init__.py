@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "LocalPredictor": "client.predictor",
     "LocalDeployment": "local.records",
     "serve_local": "local.deploy",
-    "connect": "local.connect",
+    "connect": "client.targets",
     # benchmarking
     "bench": "benchmarking.runner",
     "BenchConfig": "benchmarking.config",

@@ -13,6 +13,7 @@ base that fits it, so callers can catch either::
     │   ├── EndpointNotFoundError           no endpoint by that name; exit code 2
     │   └── EndpointFailedError             the endpoint reached Failed
     └── InvocationError (RuntimeError)      an endpoint answered with an error
+        └── DeploymentStoppedError          a local deployment's server has exited
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ __all__ = [
     "EndpointFailedError",
     "EndpointNotFoundError",
     "InvocationError",
+    "DeploymentStoppedError",
 ]
 
 
@@ -142,3 +144,17 @@ class InvocationError(Inf2DeployError, RuntimeError):
     def __init__(self, message: str, *, status: int | None = None, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.status = status
+
+
+class DeploymentStoppedError(InvocationError):
+    """A local deployment's server has exited: nothing answers at its URL until it is deployed again.
+
+    Args:
+        name: the local deployment's name.
+    """
+
+    def __init__(self, name: str, *, pid: int, log_file: str) -> None:
+        super().__init__(f"local deployment {name} has stopped (pid {pid})",
+                         hint=f"see {log_file}; inf2-deploy deploy --local starts it again, "
+                         f"inf2-deploy delete {name} forgets it")
+        self.name = name

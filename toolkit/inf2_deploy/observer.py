@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .aws.endpoint import EndpointStatus
     from .aws.logs import LogLine
+    from .status import DeploymentStatus
 
 __all__ = ["DeployObserver", "NullObserver", "CallbackObserver", "observer_of"]
 
@@ -27,7 +27,7 @@ class DeployObserver(Protocol):
         """Bytes packaged or uploaded so far; ``total`` is 0 while still unknown."""
         ...
 
-    def on_status(self, status: EndpointStatus, elapsed: float) -> None:
+    def on_status(self, status: DeploymentStatus, elapsed: float) -> None:
         """The endpoint's status after each poll, and the seconds waited so far."""
         ...
 
@@ -46,7 +46,7 @@ class NullObserver:
     def on_progress(self, done: int, total: int, label: str) -> None:
         """Ignored."""
 
-    def on_status(self, status: EndpointStatus, elapsed: float) -> None:
+    def on_status(self, status: DeploymentStatus, elapsed: float) -> None:
         """Ignored."""
 
     def on_log(self, line: LogLine) -> None:
@@ -70,7 +70,7 @@ class CallbackObserver(NullObserver):
         self,
         *,
         progress: Callable[[int, int, str], None] | None = None,
-        on_status: Callable[[EndpointStatus, float], None] | None = None,
+        on_status: Callable[[DeploymentStatus, float], None] | None = None,
         on_log: Callable[[LogLine], None] | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
@@ -83,7 +83,7 @@ class CallbackObserver(NullObserver):
         if self._progress is not None:
             self._progress(done, total, label)
 
-    def on_status(self, status: EndpointStatus, elapsed: float) -> None:
+    def on_status(self, status: DeploymentStatus, elapsed: float) -> None:
         if self._status is not None:
             self._status(status, elapsed)
 
@@ -100,7 +100,7 @@ def observer_of(
     observer: DeployObserver | None = None,
     *,
     progress: Callable[[int, int, str], None] | None = None,
-    on_status: Callable[[EndpointStatus, float], None] | None = None,
+    on_status: Callable[[DeploymentStatus, float], None] | None = None,
     on_log: Callable[[LogLine], None] | None = None,
 ) -> DeployObserver:
     """``observer``, else one forwarding to the given callables, else a :class:`NullObserver`.

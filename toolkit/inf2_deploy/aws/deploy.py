@@ -25,8 +25,9 @@ from ..observer import DeployObserver, observer_of
 from ..spec.deployment_spec import DeploymentSpec
 from ..spec.model_ref import model_slug
 from ..spec.planner import check_plan
+from ..status import DeploymentStatus
 from .deployer import Deployer, Deployment, DeployOptions, WaitInterrupted
-from .endpoint import DEFAULT_POLL_SECONDS, EndpointStatus, find_endpoint
+from .endpoint import DEFAULT_POLL_SECONDS, find_endpoint
 from .logs import LogLine
 from .requests import TAG_MANAGED
 from .resources import describe_config, tags_of
@@ -97,7 +98,7 @@ def deploy(
     keep_on_failure: bool = False,
     observer: DeployObserver | None = None,
     progress: Callable[[int, int, str], None] | None = None,
-    on_status: Callable[[EndpointStatus, float], None] | None = None,
+    on_status: Callable[[DeploymentStatus, float], None] | None = None,
     on_log: Callable[[LogLine], None] | None = None,
     session: Session | None = None,
     clock: Clock | None = None,
@@ -175,7 +176,8 @@ def _local_deployments() -> list[DeploymentInfo]:
     from ..local.records import default_store
 
     return [
-        DeploymentInfo(item.name, "local", item.status, "local", datetime.fromisoformat(item.started_at), item.url)
+        DeploymentInfo(item.name, "local", item.status.value, "local", datetime.fromisoformat(item.started_at),
+                       item.url)
         for item in default_store().list()
     ]
 

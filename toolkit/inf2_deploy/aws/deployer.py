@@ -31,7 +31,8 @@ from ..errors import AwsError, ConfigError, EndpointFailedError
 from ..observer import DeployObserver, NullObserver
 from ..spec.deployment_spec import DeploymentSpec
 from ..spec.planner import Plan
-from .endpoint import DEFAULT_POLL_SECONDS, Endpoint, EndpointStatus, find_endpoint
+from ..status import DeploymentStatus
+from .endpoint import DEFAULT_POLL_SECONDS, Endpoint, find_endpoint
 from .logs import LogTailer
 from .requests import TAG_FINGERPRINT, TAG_MANAGED, TAG_SETTINGS, DeployRequests, build_requests
 from .resources import Resource, create_resource, delete_resources, describe_config, tags_of
@@ -55,7 +56,7 @@ __all__ = [
 class WaitInterrupted(KeyboardInterrupt):
     """Ctrl-C while waiting: the endpoint keeps going; the message says how to follow or delete it."""
 
-    def __init__(self, endpoint_name: str, status: EndpointStatus | None) -> None:
+    def __init__(self, endpoint_name: str, status: DeploymentStatus | None) -> None:
         state = status.value if status else "being created"
         super().__init__(
             f"stopped waiting; endpoint {endpoint_name} is still {state} and keeps going. "
@@ -75,7 +76,7 @@ class Deployment:
     artifact_s3_uri: str
     model_name: str
     endpoint_config_name: str
-    status: EndpointStatus | None = None
+    status: DeploymentStatus | None = None
     #: False when the endpoint already ran this artifact and these settings
     changed: bool = True
     #: one line on what happened, for people
@@ -205,7 +206,7 @@ class Deployer:
         verb = "updating" if found.action is Action.UPDATE else "creating"
         deployment = Deployment(
             requests.endpoint_name, self.session.region, staged.s3_uri, requests.name, requests.name,
-            EndpointStatus.UPDATING if found.action is Action.UPDATE else EndpointStatus.CREATING,
+            DeploymentStatus.UPDATING if found.action is Action.UPDATE else DeploymentStatus.CREATING,
             session=self.session, bytes_uploaded=staged.upload.bytes_uploaded,
             message=f"{verb} endpoint {requests.endpoint_name} with artifact {requests.fingerprint[:12]}")
         if not options.wait:
@@ -387,7 +388,7 @@ def _check_updatable(endpoint: Endpoint) -> None:
     if status is not None and status.transitional:
         raise AwsError(f"endpoint {name} is {status.value}; SageMaker accepts no update until it settles",
                        code="EndpointBusy", hint=f"wait with `inf2-deploy status {name}`, then deploy again")
-    if status is not EndpointStatus.IN_SERVICE:
+    if status is not DeploymentStatus.IN_SERVICE:
         raise AwsError(f"endpoint {name} is {status.value if status else '?'} and cannot be updated",
                        code="EndpointNotUpdatable",
                        hint=f"delete it with `inf2-deploy delete {name}`, then deploy again")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,12 +19,12 @@ from inf2_serving.self_check import FAILURE_MARKER
 from ..clock import Clock, SystemClock
 from ..errors import AwsError, EndpointFailedError, EndpointNotFoundError
 from ..observer import DeployObserver, NullObserver
+from ..status import DeploymentStatus
 from .logs import LogTailer
 from .session import aws_errors, is_not_found
 
 __all__ = [
     "DEFAULT_POLL_SECONDS",
-    "EndpointStatus",
     "Endpoint",
     "find_endpoint",
     "missing_endpoint",
@@ -34,35 +33,6 @@ __all__ = [
 DEFAULT_POLL_SECONDS = 15.0
 # Lines kept for the failure message.
 RECENT_LOG_LINES = 20
-
-
-class EndpointStatus(str, Enum):
-    """DescribeEndpoint's ``EndpointStatus``."""
-
-    CREATING = "Creating"
-    UPDATING = "Updating"
-    IN_SERVICE = "InService"
-    FAILED = "Failed"
-    DELETING = "Deleting"
-    OUT_OF_SERVICE = "OutOfService"
-    ROLLING_BACK = "RollingBack"
-    SYSTEM_UPDATING = "SystemUpdating"
-    UPDATE_ROLLBACK_FAILED = "UpdateRollbackFailed"
-
-    @property
-    def transitional(self) -> bool:
-        """True while SageMaker is still working on the endpoint."""
-        return self in _TRANSITIONAL
-
-    @property
-    def failed(self) -> bool:
-        return self in (EndpointStatus.FAILED, EndpointStatus.UPDATE_ROLLBACK_FAILED)
-
-
-_TRANSITIONAL = frozenset({
-    EndpointStatus.CREATING, EndpointStatus.UPDATING, EndpointStatus.DELETING,
-    EndpointStatus.ROLLING_BACK, EndpointStatus.SYSTEM_UPDATING,
-})
 
 
 @dataclass
@@ -76,7 +46,7 @@ class Endpoint:
 
     name: str
     sagemaker: Any = field(repr=False, compare=False)
-    status: EndpointStatus | None = None
+    status: DeploymentStatus | None = None
     config_name: str | None = None
     failure_reason: str | None = None
     arn: str | None = None
@@ -88,7 +58,7 @@ class Endpoint:
     """The container's own account of why it refused to start (its self-check line), once seen in the logs."""
 
     def _apply(self, described: dict[str, Any]) -> Endpoint:
-        self.status = EndpointStatus(described["EndpointStatus"])
+        self.status = DeploymentStatus(described["EndpointStatus"])
         self.config_name = described.get("EndpointConfigName")
         self.failure_reason = described.get("FailureReason")
         self.arn = described.get("EndpointArn")

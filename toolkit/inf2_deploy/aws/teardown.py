@@ -12,7 +12,8 @@ from botocore.exceptions import ClientError
 
 from ..clock import Clock
 from ..errors import AwsError
-from .endpoint import Endpoint, EndpointStatus, find_endpoint, missing_endpoint
+from ..status import DeploymentStatus
+from .endpoint import Endpoint, find_endpoint, missing_endpoint
 from .requests import TAG_ENDPOINT, TAG_MANAGED
 from .resources import Resource, delete_resources, describe_config, tags_of
 from .s3 import delete_prefix, split_s3_uri
@@ -82,7 +83,7 @@ def delete_deployment(
 
 def _settle(endpoint: Endpoint, *, wait: bool, clock: Clock | None) -> None:
     """Return once SageMaker would accept a delete: at once, or after waiting out Creating/Updating."""
-    if endpoint.status not in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
+    if endpoint.status not in (DeploymentStatus.CREATING, DeploymentStatus.UPDATING):
         return
     if not wait:
         state = endpoint.status.value

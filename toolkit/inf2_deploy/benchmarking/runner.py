@@ -41,7 +41,7 @@ __all__ = [
     "StreamingTarget",
     "TargetInfo",
     "bench",
-    "resolve_target",
+    "bench_target",
 ]
 
 
@@ -174,40 +174,20 @@ class BenchResult:
 # --- target ------------------------------------------------------------------------------------------
 
 
-def _sagemaker_target(endpoint_name: str, region: str | None) -> tuple[StreamingTarget, TargetInfo]:
-    from ..aws.endpoint import find_endpoint, missing_endpoint
-    from ..aws.session import aws_errors, make_session
-    from ..client.predictor import Predictor
-
-    session = make_session(region)
-    sagemaker = session.client("sagemaker")
-    endpoint = find_endpoint(sagemaker, endpoint_name)
-    if endpoint is None:
-        raise missing_endpoint(sagemaker, endpoint_name, session.region)
-    config_name = endpoint.config_name
-    with aws_errors(f"sagemaker:DescribeEndpointConfig {config_name}"):
-        variant = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
-        model = sagemaker.describe_model(ModelName=variant["ModelName"])
-    container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-    source = container.get("ModelDataSource", {}).get("S3DataSource", {}).get("S3Uri") or container.get(
-        "ModelDataUrl")
-    info = TargetInfo(name=endpoint_name, kind="sagemaker", instance_type=variant.get("InstanceType"),
-                      instance_count=int(variant.get("InitialInstanceCount", 1)), tokenizer_source=source)
-    return Predictor(endpoint_name, session=session), info
-
-
-def resolve_target(target: str | StreamingTarget, *, region: str | None = None
-                   ) -> tuple[StreamingTarget, TargetInfo]:
-    """The predictor for ``target`` and what is known about it.
+def bench_target(target: str | StreamingTarget, *, region: str | None = None
+                 ) -> tuple[StreamingTarget, TargetInfo]:
+    """The predictor for ``target`` and what bench needs to know about it.
 
     Args:
-        target: a predictor object, an ``http(s)://`` URL, a local deployment name,
-            or a SageMaker endpoint name (tried in that order).
+        target: a predictor object, or an ``http(s)://`` URL, a local deployment name or a
+            SageMaker endpoint name, resolved by :func:`~inf2_deploy.client.targets.resolve`.
         region: the AWS region for a SageMaker endpoint.
 
     Raises:
         ConfigError: ``target`` is not a predictor, URL or valid name.
-        AwsError: describing the SageMaker endpoint failed (e.g. it does not exist).
+        DeploymentStoppedError: ``target`` names a local deployment whose server has exited.
+        EndpointNotFoundError: no endpoint by that name.
+        AwsError: describing the SageMaker endpoint failed.
         CredentialsError: no AWS credentials or region for a SageMaker endpoint.
     """
     if not isinstance(target, str):
@@ -215,25 +195,13 @@ def resolve_target(target: str | StreamingTarget, *, region: str | None = None
             raise ConfigError("must be a Predictor, LocalPredictor, URL or endpoint name", field="target",
                               value=target)
         return target, TargetInfo(name=str(getattr(target, "endpoint_name", target)), kind="object")
-    from ..local.records import LocalStatus, default_store
+    from ..client.targets import resolve
 
-    store = default_store()
-
-    if target.startswith(("http://", "https://")):
-        from ..client.predictor import LocalPredictor
-
-        # A URL of a recorded local deployment still knows its artifact (and so its tokenizer).
-        url = target.rstrip("/")
-        known = [d for d in store.list() if d.url.rstrip("/") == url and d.status is LocalStatus.RUNNING]
-        source = known[0].artifact_dir if known else None
-        return LocalPredictor(target), TargetInfo(name=target, kind="local", tokenizer_source=source)
-    deployment = store.get(target)
-    if deployment is not None and deployment.status is not LocalStatus.RUNNING:
-        raise ConfigError("the local deployment's server is not running", field="target", value=target,
-                          hint="start it again with inf2-deploy deploy --local")
-    if deployment is not None:
-        return deployment.predictor, TargetInfo(name=target, kind="local", tokenizer_source=deployment.artifact_dir)
-    return _sagemaker_target(target, region)
+    resolved = resolve(target, region=region)
+    predictor = resolved.predictor()
+    described = resolved.describe()
+    return predictor, TargetInfo(name=target, kind=resolved.kind, instance_type=described.instance_type,
+                                 instance_count=described.instance_count or 1, tokenizer_source=described.artifact)
 
 
 # --- running ----------------------------------------------------------------------------------------
@@ -365,7 +333,7 @@ def bench(
         AwsError: describing a SageMaker endpoint or fetching its tokenizer failed.
     """
     config = config if config is not None else BenchConfig()
-    predictor, info = resolve_target(target, region=region)
+    predictor, info = bench_target(target, region=region)
     try:
         tokenizer_name, loaded = _tokenizer_for(tokenizer, info, region)
         prompts = make_prompts(loaded, config.prompt_tokens, seed=config.seed)

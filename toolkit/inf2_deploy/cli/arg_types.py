@@ -3,8 +3,9 @@ flag) and the NAME-or---url target."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-__all__ = ["add_target_arguments", "fraction", "positive_int"]
+__all__ = ["add_target_arguments", "fraction", "positive_int", "target_from_args"]
 
 
 def positive_int(text: str) -> int:
@@ -28,3 +29,10 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("name", nargs="?", help="SageMaker endpoint or local deployment name")
     where.add_argument("--url", help="base URL of an LMI-compatible server, e.g. http://127.0.0.1:8080")
+
+
+def target_from_args(args: argparse.Namespace) -> Any:
+    """The deployment target that ``--url`` or NAME (with ``--region``) names."""
+    from ..client.targets import resolve, resolve_url
+
+    return resolve_url(args.url) if args.url else resolve(args.name, region=args.region)

@@ -21,19 +21,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..aws.deploy import delete_deployment
-    from ..aws.session import make_session
-    from ..local.supervisor import LocalSupervisor
+    from ..client.targets import resolve
 
-    local = LocalSupervisor()
-    if local.store.get(args.name) is not None:
-        record = local.delete(args.name)
-        print(f"stopped local deployment {record.name} ({record.url}, pid {record.pid})")
-        return 0
-    session = make_session(args.region)
-    if args.wait:
+    target = resolve(args.name, region=args.region)
+    if args.wait and target.kind == "sagemaker":
         print(f"waiting for {args.name} to settle before deleting ...", flush=True)
-    for item in delete_deployment(args.name, purge_artifacts=args.purge_artifacts, wait=args.wait,
-                                  session=session):
-        print(f"deleted {item}")
+    for item in target.delete(purge=args.purge_artifacts, wait=args.wait):
+        print(f"deleted {item}" if target.kind == "sagemaker" else f"stopped {item}")
     return 0

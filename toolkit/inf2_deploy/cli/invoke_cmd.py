@@ -60,12 +60,9 @@ def add_target_flags(parser: argparse.ArgumentParser) -> None:
 
 def predictor_for(args: argparse.Namespace) -> Any:
     """The predictor for ``--url``, else the local deployment or SageMaker endpoint ``NAME``."""
-    from ..client.predictor import LocalPredictor
-    from ..local.connect import connect
+    from .arg_types import target_from_args
 
-    if args.url:
-        return LocalPredictor(args.url, name=args.name)
-    return connect(args.name, region=args.region)
+    return target_from_args(args).predictor()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 __all__ = ["add_parser", "run"]
-
-FOLLOW_POLL_SECONDS = 5.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,47 +20,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _local_logs(path: str, follow: bool) -> int:
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        sys.stdout.write(stream.read())
-        while follow:
-            line = stream.readline()
-            if line:
-                sys.stdout.write(line)
-            else:
-                sys.stdout.flush()
-                time.sleep(0.5)
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..aws.endpoint import LogTailer
-    from ..aws.session import make_session
-    from ..local.records import default_store
+    from datetime import datetime, timedelta, timezone
 
+    from ..client.targets import resolve
+
+    target = resolve(args.name, region=args.region)
+    since = datetime.now(timezone.utc) - timedelta(minutes=args.since)
+    printed = 0
     try:
-        local = default_store().get(args.name)
-        if local is not None:
-            return _local_logs(local.log_file, args.follow)
-        session = make_session(args.region)
-        start = int((time.time() - args.since * 60) * 1000)
-        tailer = LogTailer(session.client("logs"), args.name, start_time_ms=start)
-        printed = 0
-        while True:
-            for line in tailer.poll():
-                print(line.message, flush=True)
-                printed += 1
-            if not args.follow:
-                break
-            time.sleep(FOLLOW_POLL_SECONDS)
+        for line in target.logs(follow=args.follow, since=since):
+            print(line, flush=True)
+            printed += 1
     except KeyboardInterrupt:
         return 0
-    if not printed:
-        from ..aws.endpoint import find_endpoint, missing_endpoint
-
-        sagemaker = session.client("sagemaker")
-        if find_endpoint(sagemaker, args.name) is None:  # a deleted endpoint's logs remain; no lines, no endpoint
-            raise missing_endpoint(sagemaker, args.name, session.region)
-        print(f"no log lines in {tailer.group} in the last {args.since:g} minutes "
+    if not printed and target.kind == "sagemaker":
+        print(f"no log lines in {target.log_location} in the last {args.since:g} minutes "
               "(the group appears once a container starts)", file=sys.stderr)
     return 0

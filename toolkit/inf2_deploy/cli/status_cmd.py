@@ -18,43 +18,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _sagemaker_status(name: str, region: str | None) -> dict:
-    from ..aws.endpoint import find_endpoint, missing_endpoint
-    from ..aws.session import aws_errors, make_session
-
-    session = make_session(region)
-    sagemaker = session.client("sagemaker")
-    endpoint = find_endpoint(sagemaker, name)
-    if endpoint is None:
-        raise missing_endpoint(sagemaker, name, session.region)
-    with aws_errors(f"sagemaker:DescribeEndpointConfig {endpoint.config_name}"):
-        variant = sagemaker.describe_endpoint_config(
-            EndpointConfigName=endpoint.config_name)["ProductionVariants"][0]
-    return {
-        "name": name, "kind": "sagemaker", "region": session.region,
-        "status": endpoint.status.value if endpoint.status else None,
-        "endpoint_config": endpoint.config_name, "model": variant.get("ModelName"),
-        "instance_type": variant.get("InstanceType"), "instance_count": variant.get("InitialInstanceCount"),
-        "failure_reason": endpoint.failure_reason,
-        "created": endpoint.created.isoformat() if endpoint.created else None,
-        "modified": endpoint.modified.isoformat() if endpoint.modified else None,
-    }
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..local.records import default_store
+    from ..client.targets import resolve
+    from ..status import DeploymentStatus
 
-    local = default_store().get(args.name)
-    if local is not None:
-        info = {"name": local.name, "kind": "local", "status": local.status, "url": local.url, "pid": local.pid,
-                "artifact": local.artifact_dir, "created": local.started_at}
-    else:
-        info = _sagemaker_status(args.name, args.region)
+    description = resolve(args.name, region=args.region).describe()
+    info = description.to_dict()
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         width = max(len(key) for key in info)
         for key, value in info.items():
-            if value is not None:
-                print(f"{key:<{width}}  {value}")
-    return 0 if info["status"] in ("InService", "running") else 1
+            print(f"{key:<{width}}  {value}")
+    return 0 if description.status is DeploymentStatus.IN_SERVICE else 1

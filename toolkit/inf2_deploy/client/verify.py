@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inf2_serving.contract import DTYPES
+
 from ..errors import ConfigError, InvocationError, ModelSourceError
 from ..spec.floors import REFERENCE_DTYPE_BYTES
 from ..spec.validators import check_path
@@ -128,7 +130,7 @@ class ReferenceModel:
         transformers.utils.logging.disable_progress_bar()  # our caller draws progress, not transformers
         # transformers 5 renamed from_pretrained's torch_dtype to dtype.
         dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        weights_dtype = {dtype_key: torch.bfloat16 if dtype == "bf16" else torch.float32}
+        weights_dtype = {dtype_key: getattr(torch, DTYPES[dtype].torch_name)}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.model = AutoModelForCausalLM.from_pretrained(folder, **weights_dtype).eval()
@@ -240,7 +242,7 @@ def _local_artifact(source: str, region: str | None, on_progress: VerifyProgress
 
 
 def verify(
-    target: str,
+    target: str | Any,
     *,
     artifact: str | os.PathLike[str] | None = None,
     region: str | None = None,
@@ -252,7 +254,8 @@ def verify(
     """Compare ``target``'s greedy tokens with the CPU reference on the same artifact.
 
     Args:
-        target: an ``http(s)://`` URL, a local deployment name or a SageMaker endpoint name.
+        target: an ``http(s)://`` URL, a local deployment name, a SageMaker endpoint name,
+            or a predictor object (then ``artifact`` is required).
         artifact: the artifact folder or s3:// prefix; default the deployment's own
             (a local deployment's folder, or the endpoint's model data on S3).
         region: the AWS region of a SageMaker endpoint.
@@ -267,14 +270,18 @@ def verify(
         InvocationError: the endpoint answered with an error.
         AwsError: describing the endpoint or reading S3 failed.
     """
-    from ..benchmarking.runner import resolve_target
+    from .targets import resolve
 
     if tokens < 1:
         raise ConfigError("must be at least 1", field="tokens", value=tokens)
     if not 0 <= margin < 1:
         raise ConfigError("must be at least 0 and below 1", field="margin", value=margin)
-    predictor, info = resolve_target(target, region=region)
-    source = os.fspath(artifact) if artifact is not None else info.tokenizer_source
+    resolved = resolve(target, region=region) if isinstance(target, str) else None
+    predictor = resolved.predictor() if resolved is not None else target
+    if artifact is not None:
+        source = os.fspath(artifact)
+    else:
+        source = resolved.describe().artifact if resolved is not None else None
     if source is None:
         raise ConfigError("no artifact is known for this target", field="artifact", value=target,
                           hint="pass --artifact with the folder the server was started from")

@@ -1,13 +1,12 @@
 """The records of local deployments: one small JSON file per name in a store folder.
 
 A :class:`LocalStore` keeps ``<name>.json`` (written atomically) with the server's
-log beside it (``<name>.log``). A record's :class:`LocalStatus` is not stored: it is
+log beside it (``<name>.log``). A record's :class:`~inf2_deploy.status.DeploymentStatus` is not stored: it is
 read from the operating system each time the record is read, as the server may have
 exited since.
 """
 from __future__ import annotations
 
-import enum
 import functools
 import json
 import logging
@@ -20,22 +19,13 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..client.predictor import LocalPredictor
 from ..spec.validators import check_endpoint_name
+from ..status import DeploymentStatus
 from .paths import state_dir
 from .process import server_alive
 
-__all__ = ["LocalDeployment", "LocalStatus", "LocalStore", "default_store"]
+__all__ = ["LocalDeployment", "LocalStore", "default_store"]
 
 logger = logging.getLogger(__name__)
-
-
-class LocalStatus(str, enum.Enum):
-    """Whether a local deployment's server process is alive when its record is read."""
-
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -50,8 +40,8 @@ class LocalDeployment:
     started_at: str
     fingerprint: str | None = None
     backend: str = "auto"
-    #: RUNNING or STOPPED when this record was read
-    status: LocalStatus = LocalStatus.RUNNING
+    #: IN_SERVICE while the server runs, STOPPED once it has exited, when this record was read
+    status: DeploymentStatus = DeploymentStatus.IN_SERVICE
 
     @property
     def endpoint_name(self) -> str:
@@ -128,7 +118,7 @@ class LocalStore:
             record = self._read(path)
             if record is None:
                 continue
-            if record.status is LocalStatus.STOPPED:
+            if record.status is DeploymentStatus.STOPPED:
                 path.unlink(missing_ok=True)
             deployments.append(record)
         return deployments
@@ -151,7 +141,7 @@ class LocalStore:
         except (OSError, ValueError, TypeError) as exc:
             logger.warning("ignoring unreadable local deployment record %s: %s", path, exc)
             return None
-        status = LocalStatus.RUNNING if self._alive(record.pid) else LocalStatus.STOPPED
+        status = DeploymentStatus.IN_SERVICE if self._alive(record.pid) else DeploymentStatus.STOPPED
         return replace(record, status=status)
 
 

@@ -22,8 +22,9 @@ from inf2_serving.contract import BACKENDS
 from ..clock import Clock, SystemClock
 from ..errors import ConfigError, EndpointFailedError, ModelSourceError
 from ..spec.validators import check_endpoint_name
+from ..status import DeploymentStatus
 from .process import SERVER_MODULE, pid_alive, server_alive, signal_group
-from .records import LocalDeployment, LocalStatus, LocalStore, default_store
+from .records import LocalDeployment, LocalStore, default_store
 
 __all__ = [
     "DEFAULT_START_TIMEOUT",
@@ -117,7 +118,7 @@ class LocalSupervisor:
     def ensure_name_free(self, name: str) -> None:
         """Raise a ConfigError naming ``name`` when a deployment by that name is running."""
         existing = self.store.get(name)
-        if existing is not None and existing.status is LocalStatus.RUNNING:
+        if existing is not None and existing.status is DeploymentStatus.IN_SERVICE:
             raise ConfigError(f"a local deployment with this name is already running at {existing.url}",
                               field="name", value=name, hint=f"inf2-deploy delete {name}, or pick another name")
 
