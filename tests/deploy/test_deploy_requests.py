@@ -6,7 +6,8 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
-from inf2_deploy.aws.deploy import WaitInterrupted, list_deployments
+from inf2_deploy.aws.deploy import list_deployments
+from inf2_deploy.aws.deployer import WaitInterrupted
 from inf2_deploy.aws.requests import endpoint_config_request, model_request, settings_digest
 from inf2_deploy.cli import main
 from inf2_deploy.local.records import LocalDeployment, LocalStore

@@ -5,7 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 from inf2_deploy import version
-from inf2_deploy.aws.deploy import WaitInterrupted, delete_deployment, deploy, list_deployments
+from inf2_deploy.aws.deploy import deploy, list_deployments
+from inf2_deploy.aws.deployer import WaitInterrupted
+from inf2_deploy.aws.teardown import delete_deployment
 from inf2_deploy.errors import AwsError, EndpointFailedError
 from inf2_deploy.status import DeploymentStatus
 from sagemaker_fakes import ACCOUNT, REGION, ROLE

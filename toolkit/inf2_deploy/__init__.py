@@ -21,9 +21,14 @@ _EXPORTS: dict[str, str] = {
     "make_plan": "spec.planner",
     # deploying
     "deploy_gptj": "api",
-    "Deployment": "aws.deploy",
-    "delete_deployment": "aws.deploy",
+    "Deployment": "aws.deployer",
+    "delete_deployment": "aws.teardown",
     "list_deployments": "aws.deploy",
+    # deployment targets: one name or URL, one set of verbs
+    "resolve": "client.targets",
+    "LocalTarget": "client.targets",
+    "SageMakerTarget": "client.targets",
+    "DeploymentStatus": "status",
     # errors
     "Inf2DeployError": "errors",
     "ConfigError": "errors",
@@ -33,7 +38,9 @@ _EXPORTS: dict[str, str] = {
     "AwsError": "errors",
     "CredentialsError": "errors",
     "EndpointFailedError": "errors",
+    "EndpointNotFoundError": "errors",
     "InvocationError": "errors",
+    "DeploymentStoppedError": "errors",
     # models
     "build_tiny_gptj": "artifact.tiny",
     # packaging

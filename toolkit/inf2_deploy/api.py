@@ -11,9 +11,10 @@ from .errors import ConfigError
 from .spec.deployment_spec import load_spec
 
 if TYPE_CHECKING:
-    from .aws.deploy import Deployment
+    from .aws.deployer import Deployment
     from .aws.s3 import Progress
     from .local.records import LocalDeployment
+    from .observer import DeployObserver
 
 __all__ = ["deploy_gptj", "LOCAL"]
 
@@ -26,24 +27,20 @@ def deploy_gptj(
     *,
     role: str | None = None,
     instance_type: str = "ml.inf2.8xlarge",
-    tensor_parallel_degree: int | None = None,
-    n_positions: int | None = None,
-    batch_size: int = 1,
-    dtype: str = "fp16",
     endpoint_name: str | None = None,
-    bucket: str | None = None,
-    region: str | None = None,
     wait: bool = True,
+    progress: Progress | None = None,
+    observer: DeployObserver | None = None,
     local: bool = False,
     port: int | None = None,
-    progress: Progress | None = None,
     **spec: Any,
 ) -> Deployment | LocalDeployment:
     """Deploy GPT-J to a SageMaker inf2 endpoint (or, with ``local``, through :func:`serve_local`).
 
     Example::
 
-        >>> deployment = inf2_deploy.deploy_gptj(role="arn:aws:iam::123456789012:role/SageMaker")
+        >>> deployment = inf2_deploy.deploy_gptj(role="arn:aws:iam::123456789012:role/SageMaker",
+        ...                                      tensor_parallel_degree=2, n_positions=1024)
         >>> deployment.predictor.generate("The capital of France is", max_new_tokens=8)
         >>> deployment.delete()
 
@@ -51,19 +48,20 @@ def deploy_gptj(
         model: an alias (``gpt-j-6b``, ``tiny-gptj``), a Hugging Face id, a folder or an s3:// prefix.
         role: the IAM role ARN the endpoint runs as; required for SageMaker.
         instance_type: an ``ml.inf2.*`` type, or ``"local"`` (same as ``local=True``).
-        tensor_parallel_degree, n_positions, batch_size, dtype: Neuron settings (see ``DeploymentSpec``).
         endpoint_name: the endpoint (or local deployment) name; default: from the model.
-        bucket: artifact bucket; default ``sagemaker-<region>-<account>``, created if absent.
-        region: AWS region; default: the standard resolution.
         wait: wait until the endpoint serves (SageMaker: InService; local: /ping answers).
+        progress: ``(done_bytes, total_bytes, label)`` for packaging and upload.
+        observer: a :class:`~inf2_deploy.observer.DeployObserver` told of progress, status and
+            container log lines (instead of ``progress``).
         local: serve on this machine instead, as ``serve_local(spec, name=endpoint_name, port=port)``.
         port: the local server's port; default: a free one. Only with ``local``: refused otherwise.
-        progress: ``(done_bytes, total_bytes, label)`` for packaging and upload.
-        **spec: any other ``DeploymentSpec`` field, e.g. ``instance_count=2``, ``env={...}``.
+        **spec: any other ``DeploymentSpec`` field: the Neuron settings ``tensor_parallel_degree``,
+            ``n_positions``, ``batch_size``, ``dtype``, and ``instance_count``, ``bucket``, ``region``,
+            ``env``, ``config_file`` (a YAML/TOML spec the other arguments override), ...
 
     Returns:
-        A ``Deployment`` (SageMaker) or ``LocalDeployment``; both have ``.endpoint_name``,
-        ``.predictor`` and ``.delete()``.
+        A ``Deployment`` (SageMaker) or, with ``local``, a ``LocalDeployment``; both have
+        ``.endpoint_name``, ``.predictor`` and ``.delete()``.
 
     Raises:
         ConfigError: a setting is invalid, the plan cannot work, or ``role`` is missing for
@@ -75,18 +73,17 @@ def deploy_gptj(
     if port is not None and not local:
         raise ConfigError("port applies to local deployments only", field="port", value=port,
                           hint="pass local=True, or drop port")
-    settings = dict(
-        model=model, role_arn=role, instance_type=None if instance_type == LOCAL else instance_type,
-        tensor_parallel_degree=tensor_parallel_degree, n_positions=n_positions, batch_size=batch_size,
-        dtype=dtype, endpoint_name=endpoint_name, bucket=bucket, region=region,
-    )
     config_file = spec.pop("config_file", None)
-    deployment_spec = load_spec(config_file, **settings, **spec)
+    deployment_spec = load_spec(config_file, model=model, role_arn=role, endpoint_name=endpoint_name,
+                                instance_type=None if instance_type == LOCAL else instance_type, **spec)
     if local:
         from .local.deploy import serve_local
+        from .observer import observer_of
 
-        return serve_local(deployment_spec, name=endpoint_name, port=port, progress=progress, wait=wait)
+        given = observer is not None or progress is not None
+        report = observer_of(observer, progress=progress).on_progress if given else None
+        return serve_local(deployment_spec, name=endpoint_name, port=port, progress=report, wait=wait)
     from .aws.deploy import deploy
 
     # deploy() checks the role before its first AWS call.
-    return deploy(deployment_spec, wait=wait, progress=progress)
+    return deploy(deployment_spec, wait=wait, progress=progress, observer=observer)

@@ -26,26 +26,21 @@ from ..spec.deployment_spec import DeploymentSpec
 from ..spec.model_ref import model_slug
 from ..spec.planner import check_plan
 from ..status import DeploymentStatus
-from .deployer import Deployer, Deployment, DeployOptions, WaitInterrupted
+from .deployer import Deployer, Deployment, DeployOptions
 from .endpoint import DEFAULT_POLL_SECONDS, find_endpoint
 from .logs import LogLine
 from .requests import TAG_MANAGED
 from .resources import describe_config, tags_of
 from .session import Session, aws_errors, make_session
-from .teardown import delete_deployment
 
 __all__ = [
-    "Deployment",
     "DeploymentInfo",
-    "WaitInterrupted",
     "deploy",
-    "delete_deployment",
     "list_deployments",
     "default_endpoint_name",
     "default_artifact_dir",
     "require_role",
 ]
-
 
 
 @dataclass(frozen=True)

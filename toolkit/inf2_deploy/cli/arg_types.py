@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_target_arguments", "fraction", "positive_int", "target_from_args"]
+__all__ = ["add_target_arguments", "fraction", "http_url", "positive_int", "target_from_args"]
 
 
 def positive_int(text: str) -> int:
@@ -24,11 +24,18 @@ def fraction(text: str) -> float:
     return value
 
 
+def http_url(text: str) -> str:
+    """An http:// or https:// URL."""
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError("must be an http:// or https:// URL")
+    return text
+
+
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """NAME (a SageMaker endpoint or local deployment) or ``--url``, exactly one of them."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("name", nargs="?", help="SageMaker endpoint or local deployment name")
-    where.add_argument("--url", help="base URL of an LMI-compatible server, e.g. http://127.0.0.1:8080")
+    where.add_argument("--url", type=http_url, help="base URL of an LMI-compatible server, e.g. http://127.0.0.1:8080")
 
 
 def target_from_args(args: argparse.Namespace) -> Any:

@@ -7,7 +7,7 @@ import sys
 from ..benchmarking.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT_TOKENS
 from .arg_types import add_target_arguments
 
-__all__ = ["add_parser", "run", "parse_concurrency"]
+__all__ = ["add_parser", "parse_concurrency", "render_result", "run"]
 
 
 def parse_concurrency(text: str) -> tuple[int, ...]:

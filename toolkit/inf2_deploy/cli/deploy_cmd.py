@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..observer import NullObserver
+from .progress import TransferBars
 from .spec_flags import add_spec_flags, spec_from_args
 
 __all__ = ["add_parser", "run"]
@@ -41,20 +42,9 @@ class _Display(NullObserver):
     """Upload bars, then a live status line with elapsed time and the container's log lines."""
 
     def __init__(self, console: Any, name: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
         self.console = console
         self.name = name
-        self.bars = Progress(TextColumn("{task.description:>9}"), BarColumn(), DownloadColumn(),
-                             TransferSpeedColumn(), TimeRemainingColumn(), console=console)
-        self.tasks: dict[str, Any] = {}
+        self.bars = TransferBars(console)
         self.live: Any = None
         self.status = "submitting"
         self.started = time.monotonic()
@@ -68,12 +58,7 @@ class _Display(NullObserver):
             self.live.stop()
 
     def on_progress(self, done: int, total: int, label: str) -> None:
-        if not self.tasks:
-            self.bars.start()
-        phase = label if label in _PACKAGER_LABELS else "upload"
-        if phase not in self.tasks:
-            self.tasks[phase] = self.bars.add_task(phase, total=total or None)
-        self.bars.update(self.tasks[phase], completed=done, total=total or None)
+        self.bars.update(done, total, label if label in _PACKAGER_LABELS else "upload")
 
     def __rich__(self) -> Any:
         from rich.text import Text
@@ -111,7 +96,8 @@ def _deploy_local(args: argparse.Namespace, spec: Any) -> int:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..aws.deploy import WaitInterrupted, default_endpoint_name, deploy, require_role
+    from ..aws.deploy import default_endpoint_name, deploy, require_role
+    from ..aws.deployer import WaitInterrupted
     from ..errors import ConfigError
 
     spec = spec_from_args(args)

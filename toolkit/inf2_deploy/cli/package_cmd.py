@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from .progress import TransferBars
 from .spec_flags import add_spec_flags, spec_from_args
 
 __all__ = ["add_parser", "run"]
@@ -33,15 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
     from ..artifact.packager import package
     from ..errors import ConfigError
@@ -50,27 +42,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-shard-mib must be positive, got {args.max_shard_mib}", field="max_shard_mib",
                           value=args.max_shard_mib)
     spec = spec_from_args(args)
-    tasks: dict[str, TaskID] = {}
-    # Started on the first report, so that an early error (an invalid plan) prints only its one line.
-    bar = Progress(TextColumn("{task.description:>9}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-
-    def progress(done: int, total: int, label: str) -> None:
-        if not tasks:
-            bar.start()
-        if label not in tasks:
-            tasks[label] = bar.add_task(label, total=total or None)
-        bar.update(tasks[label], completed=done, total=total or None)
-
+    bars = TransferBars(Console(stderr=True), transient=True)
     started = time.perf_counter()
     try:
-        artifact = package(spec, args.output, force=args.force, progress=progress, cache_dir=args.cache_dir,
+        artifact = package(spec, args.output, force=args.force, progress=bars.update, cache_dir=args.cache_dir,
                            max_shard_bytes=args.max_shard_mib * _MIB)
     finally:
-        if tasks:  # stopping a bar that never started still prints a newline
-            bar.stop()
+        bars.stop()
     elapsed = time.perf_counter() - started
-    state = "built" if "weights" in tasks else "up to date, skipped"
+    state = "built" if "weights" in bars.labels else "up to date, skipped"
     shards = sum(1 for f in artifact.files if f.path.endswith(".safetensors"))
     print(f"artifact {artifact.directory} ({state})")
     print(f"  files        {len(artifact.files)} + manifest.json ({shards} weight shard(s), "

@@ -6,6 +6,7 @@ import json
 
 from ..spec.floors import REFERENCE_DTYPE_BYTES
 from .arg_types import add_target_arguments, fraction, positive_int
+from .progress import TransferBars
 
 __all__ = ["add_parser", "render_report", "run"]
 
@@ -56,26 +57,25 @@ def render_report(report, console) -> None:  # noqa: ANN001 - VerifyReport and r
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     from ..client.verify import verify
 
     console = Console(stderr=args.json)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console,
-                  transient=True) as bar:
-        download: list[int] = []
+    bars = TransferBars(console, transient=True)
 
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage != "download":
-                console.print(f"[dim]{'loading the CPU reference' if stage == 'load' else 'prompt: ' + stage}[/dim]")
-                return
-            if not download:
-                download.append(bar.add_task("artifact from S3", total=total))
-            bar.update(download[0], completed=done, total=total)
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage == "download":
+            bars.update(done, total, "artifact from S3")
+        else:
+            bars.stop()
+            console.print(f"[dim]{'loading the CPU reference' if stage == 'load' else 'prompt: ' + stage}[/dim]")
 
+    try:
         report = verify(args.url or args.name, artifact=args.artifact, region=args.region,
                         reference_dtype=args.reference_dtype, tokens=args.tokens, margin=args.margin,
                         on_progress=on_progress)
+    finally:
+        bars.stop()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

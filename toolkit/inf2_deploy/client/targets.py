@@ -284,7 +284,7 @@ class SageMakerTarget:
         Returns:
             What was deleted, one item per resource.
         """
-        from ..aws.deploy import delete_deployment
+        from ..aws.teardown import delete_deployment
 
         return list(delete_deployment(self.name, purge_artifacts=purge, wait=wait, session=self.session,
                                       clock=self._clock))

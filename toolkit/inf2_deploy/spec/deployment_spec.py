@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
 from .validators import BUCKET_NAME, REGION_NAME, check_path, path_problem
 
-__all__ = ["DeploymentSpec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES"]
+__all__ = ["DeploymentSpec", "build_spec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES"]
 
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")

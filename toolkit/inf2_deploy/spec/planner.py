@@ -23,6 +23,7 @@ __all__ = [
     "SUPPORTED_TP_DEGREES",
     "RUNTIME_RESERVE_BYTES",
     "MemoryPerCore",
+    "memory_per_core",
     "Candidate",
     "Plan",
     "make_plan",
