@@ -1,7 +1,7 @@
 """The serving configuration, read from the properties DJL hands to the handler.
 
 Property names are those of ``serving.properties`` with DJL's ``option.`` prefix
-already stripped (see :func:`inf2_serving.properties.handler_properties`). Which
+already stripped (DJL does this in the container). Which
 keys the handler reads, their types and defaults are the contract's
 (:data:`inf2_serving.contract.HANDLER_PROPERTIES`); ``model_dir`` is added by DJL.
 """

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from inf2_deploy.artifact.djl_properties import handler_properties, parse_properties
 from inf2_deploy.artifact.properties import PROPERTY_REFERENCE, render_properties, serving_properties
 from inf2_deploy.client.predictor import check_parameters
 from inf2_deploy.errors import ConfigError
@@ -33,7 +34,6 @@ from inf2_serving.contract import (
     Property,
     format_value,
 )
-from inf2_serving.properties import handler_properties, parse_properties
 from inf2_serving.schema import GenerationParams, InvalidRequest, parse_body, parse_request
 
 # --- request parameters ------------------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from inf2_deploy.artifact.djl_properties import PropertiesError, handler_properties
 from inf2_deploy.artifact.properties import parse_properties, render_properties
 from inf2_deploy.errors import ConfigError
 from inf2_deploy.spec.deployment_spec import load_spec
 from inf2_deploy.spec.planner import make_plan
-from inf2_serving.properties import PropertiesError, handler_properties
 
 
 def planned(**settings):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import inf2_serving
 import pytest
+from inf2_deploy.artifact.djl_properties import handler_properties, read_properties
 from inf2_serving.handler import ModelHandler, ReadinessState
-from inf2_serving.properties import handler_properties, read_properties
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_shipped_model_py_runs_from_an_artifact_root(tmp_path, artifact, referen
         model = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(model)
         import inf2_serving
-        from inf2_serving.properties import handler_properties, read_properties
+        from inf2_deploy.artifact.djl_properties import handler_properties, read_properties
         warm_up = Input()
         warm_up.properties.update(handler_properties(read_properties({str(root / "serving.properties")!r}),
                                                      {str(root)!r}))

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from inf2_deploy.artifact.djl_properties import PropertiesError, handler_properties, parse_properties
 from inf2_serving.config import ConfigError, ServingConfig
-from inf2_serving.properties import PropertiesError, handler_properties, parse_properties
 
 
 def test_handler_properties_strip_option_and_add_model_dir() -> None:

@@ -4,8 +4,8 @@ DJL reads ``key=value`` lines and silently ignores keys written with spaces
 around ``=``, so rendering is strict: fixed key order, no spaces, and values
 that could break a line are refused. The keys, their types and defaults are the
 contract's (:data:`inf2_serving.contract.PROPERTIES`), which the handler in the
-container parses with; parsing the file lives in ``inf2_serving`` because the
-local server reads it the same way the container does.
+container parses with; reading the file back the way DJL does is
+:mod:`~inf2_deploy.artifact.djl_properties`.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from inf2_serving.contract import (
     Property,
     format_value,
 )
-from inf2_serving.properties import parse_properties
 
 from ..errors import ConfigError
+from .djl_properties import parse_properties
 
 if TYPE_CHECKING:
     from ..spec.planner import Plan

@@ -28,10 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inf2_serving.properties import PropertiesError
-
     from inf2_deploy.local.server import serve
 
+    from ..artifact.djl_properties import PropertiesError
     from ..errors import ConfigError, ModelSourceError
 
     folder = Path(args.artifact_dir)

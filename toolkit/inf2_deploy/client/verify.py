@@ -211,7 +211,7 @@ def _endpoint_ids(predictor: Any, text: str, tokens: int) -> list[int]:
 
 
 def _n_positions(folder: Path) -> int | None:
-    from inf2_serving.properties import parse_properties
+    from ..artifact.djl_properties import parse_properties
 
     path = folder / "serving.properties"
     if not path.is_file():

@@ -31,13 +31,13 @@ from typing import Any
 from inf2_serving.contract import BACKENDS, DEFAULT_MAX_BATCH_DELAY_MS
 from inf2_serving.handler import HandlerNotReady, ModelHandler, ReadinessState
 from inf2_serving.jsonline import JSONLINES, encode_line
-from inf2_serving.properties import handler_properties, read_properties
 from inf2_serving.schema import GenerationRequest, InvalidRequest, error_body, parse_body
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..artifact.djl_properties import handler_properties, read_properties
 from .batcher import ClientGone, DynamicBatcher
 from .runtime_api import runtime_routes, streaming_body
 
@@ -62,7 +62,7 @@ def load_artifact_properties(artifact_dir: str | os.PathLike, backend: str | Non
 
     Raises:
         FileNotFoundError: there is no ``serving.properties``.
-        inf2_serving.properties.PropertiesError: a line DJL would misread.
+        inf2_deploy.artifact.djl_properties.PropertiesError: a line DJL would misread.
     """
     path = os.path.join(os.fspath(artifact_dir), "serving.properties")
     if not os.path.isfile(path):

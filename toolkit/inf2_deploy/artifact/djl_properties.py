@@ -1,5 +1,9 @@
 """Read DJL ``serving.properties`` files the way DJL serving does.
 
+In the container DJL itself reads the file and hands the handler its properties;
+on the laptop this module does the same for the local server, the packager's
+check and ``verify``, so it does not ship in the artifact.
+
 DJL reads ``key=value`` lines, skips blank lines and ``#`` comments, and hands
 every ``option.*`` key to the Python engine with the prefix stripped. A key
 written with spaces around ``=`` is not recognised by DJL, so we refuse it
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .contract import OPTION_PREFIX
+from inf2_serving.contract import OPTION_PREFIX
 
 __all__ = ["PropertiesError", "parse_properties", "read_properties", "handler_properties"]
 
