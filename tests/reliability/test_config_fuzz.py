@@ -22,10 +22,10 @@ from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError, ModelSourceError
 from inf2_deploy.spec.deployment_spec import DeploymentSpec, load_spec
 from inf2_deploy.spec.planner import make_plan
+from support.aws import ROLE
 
 API_EXAMPLES = examples(200)
 CONFIG_FILE_EXAMPLES = examples(100)
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BASE = {"model": "tiny-gptj", "instance_type": "ml.inf2.xlarge", "region": "us-east-1", "role_arn": ROLE}
 # deploy_gptj's own keyword for a spec field, where it differs
 API_NAMES = {"role_arn": "role"}
@@ -48,7 +48,7 @@ unknown_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_
 
 
 @pytest.fixture
-def no_aws(fake_aws: dict[str, str], record_aws_calls, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
+def no_aws(fake_aws_env: dict[str, str], record_aws_calls, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
     """Fake credentials, every call recorded, and nowhere for a call to go."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

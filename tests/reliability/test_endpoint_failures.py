@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,9 @@ from botocore.awsrequest import AWSResponse
 from inf2_deploy.aws.deploy import deploy
 from inf2_deploy.aws.session import Session
 from inf2_deploy.errors import AwsError
-from inf2_deploy.spec.deployment_spec import load_spec
-
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.29.0-neuronx-sdk2.19.1"
-
-
-class Clock:
-    """Deploy time that advances only when slept."""
-
-    def __init__(self) -> None:
-        self.elapsed = 0.0
-
-    def monotonic(self) -> float:
-        return self.elapsed
-
-    def sleep(self, seconds: float) -> None:
-        self.elapsed += seconds
-
-    def now(self) -> datetime:
-        return datetime(2025, 1, 2, tzinfo=timezone.utc) + timedelta(seconds=self.elapsed)
+from support.artifacts import deployable_tiny_spec
+from support.aws import REGION
+from support.clock import FakeClock
 
 
 class _Body:
@@ -81,15 +62,6 @@ def fail(client: Any, operation: str, answers: list[Any], url_part: str = "") ->
     return attempts
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from inf2_deploy.artifact.packager import package
-
-    root = tmp_path_factory.mktemp("failures")
-    spec = load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION)
-    return package(spec, root / "artifact", cache_dir=root / "cache")
-
-
 @pytest.fixture
 def session(moto_server: str) -> Session:
     return Session(boto3.Session(region_name=REGION), REGION)
@@ -97,8 +69,7 @@ def session(moto_server: str) -> Session:
 
 @pytest.fixture
 def spec():  # noqa: ANN201
-    return load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION, role_arn=ROLE,
-                     endpoint_name="tiny", image_uri=IMAGE)
+    return deployable_tiny_spec()
 
 
 @pytest.fixture
@@ -132,16 +103,17 @@ def _leftovers(session: Session) -> tuple[list, list, list]:
     ("CreateEndpointConfig", "ValidationException"),
     ("CreateEndpoint", "ResourceLimitExceeded"),
 ])
-def test_failed_create_call_rolls_back_everything(session: Session, spec, artifact, operation: str, code: str) -> None:  # noqa: ANN001
+def test_failed_create_call_rolls_back_everything(session: Session, spec, tiny_artifact,  # noqa: ANN001
+                                                  operation: str, code: str) -> None:
     sagemaker = session.client("sagemaker")
     fail(sagemaker, operation, [lambda request: _json_error(request, 400, code, "no inf2 capacity for you")])
     with pytest.raises(AwsError) as failed:
-        deploy(spec, artifact=artifact, session=session, clock=Clock())
+        deploy(spec, artifact=tiny_artifact, session=session, clock=FakeClock())
     assert failed.value.code == code and failed.value.request_id == f"req-{code}"
     assert _leftovers(session) == ([], [], [])
 
 
-def test_ctrl_c_between_create_calls_orphans_nothing(session: Session, spec, artifact) -> None:  # noqa: ANN001
+def test_ctrl_c_between_create_calls_orphans_nothing(session: Session, spec, tiny_artifact) -> None:  # noqa: ANN001
     sagemaker = session.client("sagemaker")
 
     def interrupt(request: Any) -> None:
@@ -149,7 +121,7 @@ def test_ctrl_c_between_create_calls_orphans_nothing(session: Session, spec, art
 
     fail(sagemaker, "CreateEndpointConfig", [interrupt])
     with pytest.raises(KeyboardInterrupt):
-        deploy(spec, artifact=artifact, session=session, clock=Clock())
+        deploy(spec, artifact=tiny_artifact, session=session, clock=FakeClock())
     assert _leftovers(session) == ([], [], [])
 
 
@@ -168,11 +140,11 @@ THROTTLED, SERVER_ERROR = 1.0, 0.05
     ("s3", "HeadObject", lambda r: _xml_error(r, 500, "InternalError"), SERVER_ERROR),
 ])
 def test_throttling_and_5xx_are_retried_with_backoff(
-        session: Session, spec, artifact, sleeps: list[float], service: str, operation: str, answer,  # noqa: ANN001
+        session: Session, spec, tiny_artifact, sleeps: list[float], service: str, operation: str, answer,  # noqa: ANN001
         first_delay: float) -> None:
     # S3 calls go one per file, in parallel: fail one file's attempts so that they are in sequence.
     attempts = fail(session.client(service), operation, [answer, answer, answer], "/config.json" * (service == "s3"))
-    deployment = deploy(spec, artifact=artifact, session=session, clock=Clock())
+    deployment = deploy(spec, artifact=tiny_artifact, session=session, clock=FakeClock())
     assert deployment.status is not None and deployment.status.value == "InService"
     # three failures, then the attempt that reached moto (more for operations called more than once)
     assert len(attempts) >= 4
@@ -181,12 +153,12 @@ def test_throttling_and_5xx_are_retried_with_backoff(
 
 
 def test_persistent_5xx_gives_up_after_the_retry_budget_and_rolls_back(
-        session: Session, spec, artifact, sleeps: list[float]) -> None:  # noqa: ANN001
+        session: Session, spec, tiny_artifact, sleeps: list[float]) -> None:  # noqa: ANN001
     sagemaker = session.client("sagemaker")
     answer = lambda r: _json_error(r, 500, "InternalFailure", "still broken")  # noqa: E731
     attempts = fail(sagemaker, "CreateEndpointConfig", [answer] * 50)
     with pytest.raises(AwsError) as failed:
-        deploy(spec, artifact=artifact, session=session, clock=Clock())
+        deploy(spec, artifact=tiny_artifact, session=session, clock=FakeClock())
     assert failed.value.code == "InternalFailure"
     # CLIENT_CONFIG's max_attempts=10 counts retries (botocore's legacy key): 1 + 10 attempts
     assert len(attempts) == 11
@@ -195,14 +167,14 @@ def test_persistent_5xx_gives_up_after_the_retry_budget_and_rolls_back(
 
 
 def test_upload_failure_creates_no_sagemaker_resource_and_rerun_resumes(
-        session: Session, spec, artifact, sleeps: list[float], tmp_path: Path) -> None:  # noqa: ANN001
+        session: Session, spec, tiny_artifact, sleeps: list[float], tmp_path: Path) -> None:  # noqa: ANN001
     s3 = session.client("s3")
     denied = lambda r: _xml_error(r, 403, "AccessDenied")  # noqa: E731 - not retried by botocore
     fail(s3, "PutObject", [None, denied])  # the first file lands, the second is refused
     with pytest.raises(AwsError) as failed:
-        deploy(spec, artifact=artifact, session=session, clock=Clock())
+        deploy(spec, artifact=tiny_artifact, session=session, clock=FakeClock())
     assert failed.value.code == "AccessDenied"
     assert _leftovers(session) == ([], [], [])
-    deployment = deploy(spec, artifact=artifact, session=session, clock=Clock())
+    deployment = deploy(spec, artifact=tiny_artifact, session=session, clock=FakeClock())
     assert deployment.status is not None and deployment.status.value == "InService"
-    assert 0 < deployment.bytes_uploaded < artifact.total_bytes + artifact.manifest_path.stat().st_size
+    assert 0 < deployment.bytes_uploaded < tiny_artifact.total_bytes + tiny_artifact.manifest_path.stat().st_size

@@ -7,18 +7,7 @@ from pathlib import Path
 import pytest
 from inf2_deploy.cli import main
 from inf2_deploy.errors import AwsError
-
-REGION = "us-east-1"
-
-
-@pytest.fixture
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from support.aws import REGION
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from fuzz_budget import examples
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from inf2_serving.schema import GenerationRequest, InvalidRequest, parse_body, parse_request
+from support import standin_packages
 
 PARSER_EXAMPLES = examples(300)
 HANDLER_EXAMPLES = examples(120)
@@ -162,16 +163,18 @@ def _check_json_answer(data: bytes) -> Any:
 
 
 @pytest.fixture(scope="module")
-def djl_handle(djl_standins: None, tiny_artifact):  # noqa: ANN001, ANN201
-    from djl_python.inputs import Input
+def djl_handle(cpu_artifact):  # noqa: ANN001, ANN201
     from inf2_deploy.local.server import load_artifact_properties
     from inf2_serving import djl
 
-    properties = load_artifact_properties(tiny_artifact, backend="cpu")
-    warmup = Input()
-    warmup.properties = dict(properties)
-    assert djl.handle(warmup) is None  # DJL's empty start-up call loads the model
-    return lambda bodies: djl.handle(_djl_input(bodies))
+    with standin_packages.on_path():  # DJL's djl_python exists only in the container
+        from djl_python.inputs import Input
+
+        properties = load_artifact_properties(cpu_artifact, backend="cpu")
+        warmup = Input()
+        warmup.properties = dict(properties)
+        assert djl.handle(warmup) is None  # DJL's empty start-up call loads the model
+        yield lambda bodies: djl.handle(_djl_input(bodies))
 
 
 @settings(max_examples=HANDLER_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -232,8 +235,8 @@ def _check_http(response: Any) -> None:
 @given(body=bodies, by_name=st.booleans())
 @example(body=SURROGATE_BODIES[0], by_name=False)
 @example(body=SURROGATE_BODIES[1], by_name=True)
-def test_http_invocations_never_5xx(http, tiny_artifact, body: bytes, by_name: bool) -> None:  # noqa: ANN001
-    path = f"/predictions/{tiny_artifact.name}" if by_name else "/invocations"
+def test_http_invocations_never_5xx(http, cpu_artifact, body: bytes, by_name: bool) -> None:  # noqa: ANN001
+    path = f"/predictions/{cpu_artifact.name}" if by_name else "/invocations"
     _check_http(http.post(path, content=body, headers={"content-type": "application/json"}))
 
 

@@ -15,9 +15,8 @@ import pytest
 from inf2_deploy.aws.iam import action_for, deployer_policy, execution_role_policy, iam_policies
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError
+from support.aws import ACCOUNT, REGION
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
 ROLE_NAME = "SageMakerRole"
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.config import Config
 from fault_proxy import FAULTS, FaultProxy
 from inf2_deploy.cli import main
+from support.aws import REGION, ROLE, moto_server
 
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 # Small timeouts and few attempts keep a stalled call to a few seconds.
 TEST_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2, read_timeout=2)
 
@@ -54,21 +53,12 @@ _names = (f"nf{i}" for i in itertools.count())
 def proxied_moto() -> Iterator[tuple[FaultProxy, Any]]:
     """moto over real HTTP behind the fault proxy; every client of ours gets short timeouts."""
     from inf2_deploy.aws import session as aws
-    from moto.server import ThreadedMotoServer
 
-    patch = pytest.MonkeyPatch()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
+    with moto_server() as url, pytest.MonkeyPatch.context() as patch:
+        port = urlsplit(url).port
         with FaultProxy(port) as proxy:
             patch.setattr(aws, "CLIENT_CONFIG", TEST_CLIENT_CONFIG)
             yield proxy, port
-    finally:
-        patch.undo()
-        server.stop()
 
 
 @pytest.fixture(scope="module", autouse=True)

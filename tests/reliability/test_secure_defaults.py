@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,11 +17,10 @@ import pytest
 from inf2_deploy.artifact.manifest import Artifact, digest_file, write_manifest
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ModelSourceError
+from support.aws import ACCOUNT, REGION, ROLE
+from support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 
 
@@ -32,7 +30,7 @@ def _secrets_in(text: str, secrets: dict[str, str]) -> list[str]:
 
 @pytest.mark.slow
 def test_deploy_encrypts_keeps_bucket_private_and_leaks_no_secret(
-        moto_server: str, fake_aws: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        moto_server: str, fake_aws_env: dict[str, str], capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     deploy = ["deploy", "--model", "tiny-gptj", "--instance-type", "ml.inf2.xlarge", "--endpoint-name", "tiny",
@@ -45,14 +43,14 @@ def test_deploy_encrypts_keeps_bucket_private_and_leaks_no_secret(
         assert main(argv) == 0
     assert main([*deploy[:-1], "not-a-role"]) == 2  # an error path prints too
     captured = capsys.readouterr()
-    assert _secrets_in(captured.out + captured.err, fake_aws) == []
-    assert _secrets_in(caplog.text, fake_aws) == []
+    assert _secrets_in(captured.out + captured.err, fake_aws_env) == []
+    assert _secrets_in(caplog.text, fake_aws_env) == []
 
     # Every file the toolkit wrote: the packaged artifact, its manifest and serving.properties.
-    written = [path for path in (tmp_path / "inf2-deploy-home").rglob("*") if path.is_file()]
+    written = [path for path in Path(os.environ["INF2_DEPLOY_HOME"]).rglob("*") if path.is_file()]
     assert any(p.name == "serving.properties" for p in written) and any(p.name == "manifest.json" for p in written)
     for path in written:
-        assert _secrets_in(path.read_bytes().decode("latin-1"), fake_aws) == [], path
+        assert _secrets_in(path.read_bytes().decode("latin-1"), fake_aws_env) == [], path
 
     s3 = boto3.client("s3", region_name=REGION)
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
@@ -66,19 +64,19 @@ def test_deploy_encrypts_keeps_bucket_private_and_leaks_no_secret(
         head = s3.head_object(Bucket=BUCKET, Key=obj["Key"])
         assert head["ServerSideEncryption"] == "AES256", obj["Key"]
         body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode("latin-1")
-        assert _secrets_in(body + json.dumps(head["Metadata"]), fake_aws) == [], obj["Key"]
+        assert _secrets_in(body + json.dumps(head["Metadata"]), fake_aws_env) == [], obj["Key"]
 
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     endpoint = sagemaker.describe_endpoint(EndpointName="tiny")
     config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    assert model["PrimaryContainer"]["Environment"].pop("HF_TOKEN") == fake_aws["HF_TOKEN"]
+    assert model["PrimaryContainer"]["Environment"].pop("HF_TOKEN") == fake_aws_env["HF_TOKEN"]
     tags = [sagemaker.list_tags(ResourceArn=arn)["Tags"] for arn in
             (endpoint["EndpointArn"], config["EndpointConfigArn"], model["ModelArn"])]
-    assert _secrets_in(json.dumps([endpoint, config, model, tags], default=str), fake_aws) == []
+    assert _secrets_in(json.dumps([endpoint, config, model, tags], default=str), fake_aws_env) == []
 
 
-def test_named_bucket_is_never_created(fake_aws: dict[str, str]) -> None:
+def test_named_bucket_is_never_created(fake_aws_env: dict[str, str]) -> None:
     from inf2_deploy.aws.s3 import ensure_bucket
     from inf2_deploy.errors import ConfigError
     from moto import mock_aws
@@ -118,11 +116,9 @@ def _listening_addresses(port: int) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
-def test_local_server_process_listens_on_127_0_0_1_only(tiny_artifact: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "inf2_deploy.local.server", str(tiny_artifact),
+def test_local_server_process_listens_on_127_0_0_1_only(cpu_artifact: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "inf2_deploy.local.server", str(cpu_artifact),
                                 "--backend", "cpu", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -146,14 +142,14 @@ def test_no_trust_remote_code_in_our_code() -> None:
     assert offenders == []
 
 
-def test_cpu_backend_never_runs_checkpoint_code(tiny_artifact: Path, tmp_path: Path) -> None:
+def test_cpu_backend_never_runs_checkpoint_code(cpu_artifact: Path, tmp_path: Path) -> None:
     """A checkpoint whose config maps the Auto classes to its own Python file is served by
     transformers' built-in GPT-J; the file is never imported."""
     from inf2_deploy.local.server import load_artifact_properties
     from inf2_serving.handler import ModelHandler, ReadinessState
 
     folder = tmp_path / "custom-code"
-    shutil.copytree(tiny_artifact, folder)
+    shutil.copytree(cpu_artifact, folder)
     marker = tmp_path / "custom-code-ran"
     (folder / "evil_model.py").write_text(
         f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"

@@ -1,37 +1,17 @@
-"""Shared fixtures for the serving tests: one tiny GPT-J and one CPU handler per session."""
+"""Shared fixtures for the serving tests: one CPU artifact and handler per session, local servers on a real
+socket, the stand-ins, and a recorder of model steps. The tiny-gptj checkpoint is tests/conftest.py's."""
 from __future__ import annotations
 
 import contextlib
-import socket
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-STANDINS = Path(__file__).parent / "standins"
-STANDIN_PACKAGES = ("djl_python", "torch_neuronx", "transformers_neuronx")
-
-
-def write_artifact(folder: Path, weights: Path, **options: str) -> Path:
-    """Write an artifact folder the way the packager does: serving.properties, weights elsewhere."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["engine=Python", "option.entryPoint=model.py", f"option.model_id={weights}"]
-    for key, value in options.items():
-        prefix = "" if key in ("batch_size", "max_batch_delay") else "option."
-        lines.append(f"{prefix}{key}={value}")
-    (folder / "serving.properties").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inf2_deploy.artifact.tiny import build_tiny_gptj
-
-    return build_tiny_gptj(tmp_path_factory.mktemp("models") / "tiny-gptj")
+from support import standin_packages
+from support.artifacts import write_artifact
+from support.servers import uvicorn_thread
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +26,7 @@ def sharp_gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def artifact(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path) -> Path:
     return write_artifact(
         tmp_path_factory.mktemp("artifacts") / "tiny-gptj-cpu", tiny_gptj,
-        backend="cpu", batch_size="4", n_positions="128", dtype="fp32", max_batch_delay="200",
+        backend="cpu", n_positions="128", dtype="fp32", model_level={"batch_size": "4", "max_batch_delay": "200"},
     )
 
 
@@ -80,46 +60,20 @@ def reference(tiny_gptj: Path) -> Callable[[str, int], str]:
 
 
 @pytest.fixture
-def standins(monkeypatch: pytest.MonkeyPatch):
-    """Put the djl_python and transformers_neuronx stand-ins on sys.path for one test."""
-    def forget() -> None:
-        for name in list(sys.modules):
-            if name.split(".")[0] in STANDIN_PACKAGES:
-                del sys.modules[name]
-
-    forget()
-    monkeypatch.syspath_prepend(str(STANDINS))
-    yield STANDINS
-    forget()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def standins() -> Iterator[Path]:
+    """Put the djl_python and Neuron stand-ins (support.standins) on sys.path for one test; yields their folder."""
+    with standin_packages.on_path() as folder:
+        yield folder
 
 
 @contextlib.contextmanager
 def running_server(artifact: Path, handler, max_batch_delay_ms: float = 500) -> Iterator[str]:
     """The local server for ``artifact`` over ``handler`` on a real socket, in a thread; yields its URL."""
-    import uvicorn
     from inf2_deploy.local.server import create_app
 
-    port = _free_port()
-    app = create_app(artifact, backend=None, handler=handler, max_batch_delay_ms=max_batch_delay_ms)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_thread(create_app(artifact, backend=None, handler=handler,
+                                   max_batch_delay_ms=max_batch_delay_ms)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -149,7 +103,7 @@ def long_server(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path):
 
     artifact = write_artifact(
         tmp_path_factory.mktemp("artifacts") / "tiny-gptj-long", tiny_gptj,
-        backend="cpu", batch_size="4", n_positions="256", dtype="fp32", max_batch_delay="300",
+        backend="cpu", n_positions="256", dtype="fp32", model_level={"batch_size": "4", "max_batch_delay": "300"},
     )
     handler = ModelHandler()
     handler.initialize(load_artifact_properties(artifact))

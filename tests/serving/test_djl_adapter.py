@@ -12,6 +12,7 @@ import inf2_serving
 import pytest
 from inf2_deploy.artifact.djl_properties import handler_properties, read_properties
 from inf2_serving.handler import ModelHandler, ReadinessState
+from support import standin_packages
 
 
 @pytest.fixture
@@ -178,7 +179,7 @@ def test_shipped_model_py_runs_from_an_artifact_root(tmp_path, artifact, referen
         output = model.handle(request)
         print(json.dumps({{"package": inf2_serving.__file__, "body": json.loads(bytes(output.content[0][1]))}}))
     """)
-    env_path = str(Path(__file__).parent / "standins")
+    env_path = str(standin_packages.ROOT)
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                             env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
