@@ -1,26 +1,11 @@
-"""Stand-ins for the bench runner: a fake clock and a streaming target with scripted token timings."""
+"""Stand-ins for the bench runner: a streaming target with scripted token timings on a FakeClock."""
 from __future__ import annotations
 
 import threading
 from typing import Any
 
 from inf2_deploy.errors import InvocationError
-
-
-class FakeClock:
-    """A monotonic clock that only moves when told to; thread-safe."""
-
-    def __init__(self, start: float = 100.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
+from support.clock import FakeClock
 
 
 class FakeStreamingTarget:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench_fakes import FakeClock, FakeStreamingTarget
+from bench_fakes import FakeStreamingTarget
 from inf2_deploy.benchmarking.config import BenchConfig, default_requests
 from inf2_deploy.benchmarking.prompts import make_prompts
 from inf2_deploy.benchmarking.runner import BenchResult, bench
 from inf2_deploy.errors import ConfigError
 from inf2_deploy.spec.catalog import INSTANCES
+from support.clock import FakeClock
 
 
 def test_prompts_have_exactly_the_asked_token_count(tokenizer):

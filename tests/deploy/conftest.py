@@ -1,53 +1,28 @@
-"""Fixtures for the SageMaker deploy tests: moto, a fake clock, a packaged tiny-gptj artifact."""
+"""Fixtures for the SageMaker deploy tests: moto for every test, tiny-gptj's spec, sessions and clients.
+
+The fake clock and the packaged tiny-gptj artifact are tests/conftest.py's.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sagemaker_fakes
-from inf2_deploy.spec.deployment_spec import load_spec
-from sagemaker_fakes import REGION, ROLE, FakeClock, status_script_for
+from sagemaker_fakes import status_script_for
+from support.artifacts import deployable_tiny_spec
+from support.aws import REGION
 
 
 @pytest.fixture(autouse=True)
-def aws_on_moto(fake_aws_env: None, moto_accepts_inf2: None, moto_update_endpoint: None) -> None:
+def aws_on_moto(fake_aws_env: dict[str, str], moto_accepts_inf2: None, moto_update_endpoint: None) -> None:
     """Fake credentials, and moto extended for ml.inf2 and UpdateEndpoint (tests/conftest.py), for every
     deploy test. Transitional statuses come from ``status_script``."""
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def make_clock() -> type[FakeClock]:
-    return FakeClock
-
-
-@pytest.fixture(scope="session")
-def tiny_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny-gptj packaged once per session by the real packager (offline, about 3 s)."""
-    from inf2_deploy.artifact.packager import package
-
-    root = tmp_path_factory.mktemp("tiny-artifact")
-    spec = load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION)
-    return package(spec, root / "artifact", cache_dir=root / "cache").directory
-
-
-@pytest.fixture
-def tiny_artifact(tiny_artifact_dir: Path):
-    from inf2_deploy.artifact.manifest import Artifact
-
-    return Artifact.load(tiny_artifact_dir)
-
-
-@pytest.fixture
-def tiny_spec():
-    return load_spec(model="tiny-gptj", instance_type="ml.inf2.xlarge", region=REGION, role_arn=ROLE,
-                     endpoint_name="tiny", image_uri="763104351884.dkr.ecr.us-east-1.amazonaws.com/"
-                     "djl-inference:0.29.0-neuronx-sdk2.19.1")
+def tiny_spec():  # noqa: ANN201 - a DeploymentSpec
+    """tiny-gptj on ml.inf2.xlarge as endpoint ``tiny``, with a role and an image (nothing is looked up)."""
+    return deployable_tiny_spec()
 
 
 @pytest.fixture

@@ -1,38 +1,15 @@
-"""Stand-ins at the AWS boundary for the deploy tests: constants, a fake clock, call recording."""
+"""Stand-ins at the AWS boundary for the deploy tests: status scripts, call counting, an observer, a session.
+
+REGION, ACCOUNT and ROLE are support.aws's, named here too because every deploy test imports them from here.
+"""
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
 
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-REGION = "us-east-1"
-ACCOUNT = "123456789012"  # moto's default account
+from support.aws import ACCOUNT, REGION, ROLE
 
-
-class FakeClock:
-    """Monotonic and wall time that advance only when ``sleep`` is called.
-
-    Args:
-        interrupt_after: raise KeyboardInterrupt on this sleep call (1-based), like Ctrl-C.
-    """
-
-    def __init__(self, start: datetime | None = None, interrupt_after: int | None = None) -> None:
-        self.start = start or datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-        self.elapsed = 0.0
-        self.sleeps: list[float] = []
-        self.interrupt_after = interrupt_after
-
-    def monotonic(self) -> float:
-        return self.elapsed
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        if self.interrupt_after is not None and len(self.sleeps) >= self.interrupt_after:
-            raise KeyboardInterrupt
-        self.elapsed += seconds
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.elapsed)
+__all__ = ["ACCOUNT", "REGION", "ROLE", "CallCounter", "ClientsSession", "RecordingObserver", "count_calls",
+           "status_script_for"]
 
 
 def status_script_for(client, statuses: list[str], failure_reason: str | None = None) -> list[str]:
@@ -77,8 +54,6 @@ def count_calls(*clients) -> CallCounter:
     for client in clients:
         client.meta.events.register("provide-client-params", counter)
     return counter
-
-
 
 
 class RecordingObserver:

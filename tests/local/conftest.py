@@ -1,34 +1,9 @@
-"""Fixtures for the local-deployment tests: a store in a temporary folder and a clock that never sleeps."""
+"""Fixtures for the local-deployment tests: a store folder. The clock that never sleeps is tests/conftest.py's."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-
-class FakeClock:
-    """Monotonic and wall time that advance only when ``sleep`` is called."""
-
-    def __init__(self) -> None:
-        self.start = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-        self.elapsed = 0.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.elapsed
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.elapsed += seconds
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.elapsed)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
