@@ -150,13 +150,13 @@ def test_unrelated_output_folder_is_not_replaced(make_checkpoint, tmp_path: Path
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
 
 
-def test_tokenizer_json_only_source_becomes_vocab_and_merges(make_checkpoint, tiny_dir: Path,
+def test_tokenizer_json_only_source_becomes_vocab_and_merges(make_checkpoint, tiny_gptj: Path,
                                                                tmp_path: Path) -> None:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import AutoTokenizer
 
     source = make_checkpoint("safetensors")
-    fast = ByteLevelBPETokenizer(str(tiny_dir / "vocab.json"), str(tiny_dir / "merges.txt"))
+    fast = ByteLevelBPETokenizer(str(tiny_gptj / "vocab.json"), str(tiny_gptj / "merges.txt"))
     fast.save(str(source / "tokenizer.json"))
     for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
         (source / name).unlink()
@@ -177,13 +177,13 @@ def test_non_gptj_checkpoint_is_refused(make_checkpoint, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_packaged_fp16_tiny_gptj_matches_the_fp32_model(tiny_artifact: Artifact, tiny_dir: Path) -> None:
+def test_packaged_fp16_tiny_gptj_matches_the_fp32_model(tiny_artifact: Artifact, tiny_gptj: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_artifact.directory)
     ids = tokenizer("Hello world, this is a packaging check.", return_tensors="pt")["input_ids"]
     assert ids[0, :2].tolist() == [15496, 995]
-    original = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    original = AutoModelForCausalLM.from_pretrained(tiny_gptj, dtype=torch.float32).eval()
     packaged = AutoModelForCausalLM.from_pretrained(tiny_artifact.directory, dtype="auto").eval()
     assert packaged.dtype == torch.float16
     packaged = packaged.float()  # fp16 weights, fp32 arithmetic: isolates the weight rounding

@@ -132,8 +132,8 @@ class FakeSnapshot:
         return str(snapshot)
 
 
-def test_hub_download_asks_for_one_weight_format(tmp_path: Path, tiny_dir: Path) -> None:
-    repo = write_checkpoint(tmp_path / "repo", small_tensors(), fmt="safetensors", shards=2, tokenizer_from=tiny_dir)
+def test_hub_download_asks_for_one_weight_format(tmp_path: Path, tiny_gptj: Path) -> None:
+    repo = write_checkpoint(tmp_path / "repo", small_tensors(), fmt="safetensors", shards=2, tokenizer_from=tiny_gptj)
     write_checkpoint(repo, small_tensors(), fmt="pytorch")  # the repo has both formats
     (repo / "flax_model.msgpack").write_bytes(b"x")
     fake = FakeSnapshot(repo, tmp_path / "hub")

@@ -110,10 +110,10 @@ def test_serve_without_an_artifact_is_one_line_exit_2(tmp_path: Path, capsys: py
 
 
 @pytest.mark.slow
-def test_serve_runs_the_server_in_the_foreground(tiny_artifact: Path, unused_port: int, tmp_path: Path) -> None:
+def test_serve_runs_the_server_in_the_foreground(tiny_artifact_dir: Path, unused_port: int, tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "inf2_deploy.cli", "serve", str(tiny_artifact),
+        process = subprocess.Popen([sys.executable, "-m", "inf2_deploy.cli", "serve", str(tiny_artifact_dir),
                                     "--port", str(unused_port), "--backend", "cpu"],
                                    stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{unused_port}"

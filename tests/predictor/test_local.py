@@ -35,7 +35,7 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_lifecycle_deploy_invoke_list_delete(local_home: Path, tiny_artifact: Path, tiny_spec: Any,
+def test_lifecycle_deploy_invoke_list_delete(local_home: Path, tiny_artifact_dir: Path, tiny_spec: Any,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     deployment = serve_local(tiny_spec, name="tiny-life", backend="cpu", timeout=120)
 
@@ -44,8 +44,8 @@ def test_lifecycle_deploy_invoke_list_delete(local_home: Path, tiny_artifact: Pa
     assert state_dir() == local_home / "local"
     record = json.loads(record_file.read_text())
     assert set(record) == RECORD_KEYS
-    assert record["artifact_dir"] == str(tiny_artifact.resolve())
-    assert record["fingerprint"] == Artifact.load(tiny_artifact).fingerprint
+    assert record["artifact_dir"] == str(tiny_artifact_dir.resolve())
+    assert record["fingerprint"] == Artifact.load(tiny_artifact_dir).fingerprint
     assert record["url"] == deployment.url and deployment.endpoint_name == "tiny-life"
     assert os.getsid(deployment.pid) == deployment.pid  # detached: leads its own session
     assert httpx.get(f"{deployment.url}/ping").status_code == 200

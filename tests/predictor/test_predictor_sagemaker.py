@@ -188,7 +188,7 @@ def test_an_error_line_from_the_model_is_an_invocation_error(runtime: Any) -> No
     assert caught.value.status == 500 and "out of memory" in str(caught.value)
 
 
-def test_the_client_honours_aws_endpoint_url(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_client_honours_aws_endpoint_url(fake_aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from inf2_deploy.client.predictor import runtime_client
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5999")
@@ -197,17 +197,17 @@ def test_the_client_honours_aws_endpoint_url(aws_env: None, monkeypatch: pytest.
     assert client.meta.config.retries["mode"] == "adaptive"
 
 
-def test_a_boto3_session_without_a_region_is_a_credentials_error(aws_env: None,
+def test_a_boto3_session_without_a_region_is_a_credentials_error(fake_aws_env: None,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_DEFAULT_REGION")
-    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)  # fake_aws_env sets only AWS_DEFAULT_REGION
     with pytest.raises(CredentialsError, match="region"):
         Predictor("gptj-prod", session=boto3.Session())
     assert Predictor("gptj-prod", region="eu-west-1", session=boto3.Session())._client.meta.region_name == \
         "eu-west-1"
 
 
-def test_missing_credentials_is_a_credentials_error(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credentials_is_a_credentials_error(fake_aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(CredentialsError):
