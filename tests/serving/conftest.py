@@ -153,3 +153,19 @@ def record_steps(monkeypatch: pytest.MonkeyPatch) -> Callable[..., StepLog]:
         return log
 
     return install
+
+
+@pytest.fixture
+def fail_mid_generation(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``fail_mid_generation(backend)``: each generation of ``backend`` runs two real steps, which reach
+    the clients, then raises RuntimeError("device lost"), as a device lost mid-batch would."""
+    def install(backend) -> None:
+        original = backend.generate
+
+        def fails_after_two_steps(input_ids, attention_mask, params, max_new_tokens, observer):
+            original(input_ids, attention_mask, params, 2, observer)
+            raise RuntimeError("device lost")
+
+        monkeypatch.setattr(backend, "generate", fails_after_two_steps)
+
+    return install

@@ -187,15 +187,8 @@ def test_a_client_leaving_mid_stream_does_not_hold_up_later_requests(
 
 @pytest.mark.slow
 def test_a_batch_failing_mid_stream_ends_streams_with_an_error_line(
-        live_server, cpu_handler, monkeypatch) -> None:
-    backend = cpu_handler.engine.backend
-    original = backend.generate
-
-    def fails_after_two_steps(input_ids, attention_mask, params, max_new_tokens, observer):
-        original(input_ids, attention_mask, params, 2, observer)  # two real steps reach the clients
-        raise RuntimeError("device lost")
-
-    monkeypatch.setattr(backend, "generate", fails_after_two_steps)
+        live_server, cpu_handler, fail_mid_generation) -> None:
+    fail_mid_generation(cpu_handler.engine.backend)  # two real steps reach the clients
 
     async def failing_plain(http):
         response = await http.post("/invocations", json={"inputs": "Hi", "parameters": {"max_new_tokens": 5}})

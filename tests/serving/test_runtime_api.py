@@ -118,15 +118,8 @@ def test_an_invalid_endpoint_name_is_a_validation_error(runtime) -> None:
 
 
 def test_a_generation_failing_mid_stream_ends_with_a_model_stream_error(
-        runtime, cpu_handler, monkeypatch) -> None:
-    backend = cpu_handler.engine.backend
-    original = backend.generate
-
-    def fails_after_two_steps(input_ids, attention_mask, params, max_new_tokens, observer):
-        original(input_ids, attention_mask, params, 2, observer)  # two real steps reach the client
-        raise RuntimeError("device lost")
-
-    monkeypatch.setattr(backend, "generate", fails_after_two_steps)
+        runtime, cpu_handler, fail_mid_generation) -> None:
+    fail_mid_generation(cpu_handler.engine.backend)  # two real steps reach the client
     response = runtime.invoke_endpoint_with_response_stream(
         EndpointName=ENDPOINT, Body=b'{"inputs": "Hi", "parameters": {"max_new_tokens": 8}}',
         ContentType="application/json")
