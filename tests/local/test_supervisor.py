@@ -30,12 +30,6 @@ class _Starting:
         return self.code
 
 
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _deployment(store: LocalStore, url: str, pid: int = 0) -> LocalDeployment:
     log = store.log_path("tiny")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -75,8 +69,8 @@ def failed_ping() -> Iterator[str]:
         server.server_close()
 
 
-def test_readiness_times_out_on_the_clock_not_the_wall(supervisor: LocalSupervisor, clock) -> None:
-    deployment = _deployment(supervisor.store, f"http://127.0.0.1:{_unused_port()}")
+def test_readiness_times_out_on_the_clock_not_the_wall(supervisor: LocalSupervisor, clock, unused_port: int) -> None:
+    deployment = _deployment(supervisor.store, f"http://127.0.0.1:{unused_port}")
     with pytest.raises(EndpointFailedError) as caught:
         supervisor.wait_ready(_Starting(), deployment, timeout=3)
     message = str(caught.value)
@@ -85,8 +79,9 @@ def test_readiness_times_out_on_the_clock_not_the_wall(supervisor: LocalSupervis
     assert clock.elapsed >= 3 and set(clock.sleeps) == {0.2}
 
 
-def test_a_server_that_exits_while_starting_is_reported_with_its_code(supervisor: LocalSupervisor, clock) -> None:
-    deployment = _deployment(supervisor.store, f"http://127.0.0.1:{_unused_port()}")
+def test_a_server_that_exits_while_starting_is_reported_with_its_code(supervisor: LocalSupervisor, clock,
+                                                                       unused_port: int) -> None:
+    deployment = _deployment(supervisor.store, f"http://127.0.0.1:{unused_port}")
     with pytest.raises(EndpointFailedError, match="exited with code 3 while starting"):
         supervisor.wait_ready(_Starting(code=3), deployment, timeout=300)
     assert clock.sleeps == []

@@ -8,19 +8,17 @@ import ast
 from pathlib import Path
 
 import pytest
-from ckpt_helpers import spec_for
-from inf2_deploy.artifact.packager import SERVING_ENTRY, SERVING_PACKAGE, package
+from inf2_deploy.artifact.packager import SERVING_ENTRY, SERVING_PACKAGE
 
 # What the container does not have, or must not need: the local server's web stack and the toolkit.
 LAPTOP_ONLY_IMPORTS = {"starlette", "uvicorn", "fastapi", "httpx", "pydantic", "boto3", "inf2_deploy"}
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, str]:
+def shipped(tiny_artifact_dir: Path) -> dict[str, str]:
     """Every Python file of the packaged tiny-gptj artifact: relative path -> source."""
-    folder = package(spec_for("tiny-gptj"), tmp_path_factory.mktemp("shipped") / "tiny", cache_dir=cache_dir).directory
-    return {path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8")
-            for path in sorted(folder.rglob("*.py"))}
+    return {path.relative_to(tiny_artifact_dir).as_posix(): path.read_text(encoding="utf-8")
+            for path in sorted(tiny_artifact_dir.rglob("*.py"))}
 
 
 def _imports(source: str) -> set[str]:

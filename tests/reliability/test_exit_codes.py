@@ -73,13 +73,11 @@ def test_a_botocore_error_outside_any_translation_is_one_line(fake_aws_env: None
 
 
 def test_bench_exits_1_when_every_request_fails_and_prints_the_first_error(
-        fake_aws_env: None, unused_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from inf2_deploy.artifact.tiny import build_tiny_gptj
-
-    tokenizer = build_tiny_gptj(tmp_path / "tiny")
+        fake_aws_env: None, unused_port: int, tiny_gptj: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", "--url", f"http://127.0.0.1:{unused_port}", "--requests", "3", "--concurrency", "1",
-                 "--prompt-tokens", "8", "--max-new-tokens", "2", "--tokenizer", str(tokenizer),
+                 "--prompt-tokens", "8", "--max-new-tokens", "2", "--tokenizer", str(tiny_gptj),
                  "--out", str(out)]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: every request failed; the first: InvocationError: ")
