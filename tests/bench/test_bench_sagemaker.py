@@ -10,12 +10,11 @@ from inf2_deploy.benchmarking.runner import bench_target
 from inf2_deploy.client.predictor import Predictor
 from inf2_deploy.errors import AwsError, ModelSourceError
 from moto import mock_aws
+from support.aws import IMAGE, REGION
 
-REGION = "us-east-1"
 BUCKET = "bench-models"
 PREFIX = "gptj/0123abcd/"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.29.0-neuronx-sdk2.19.1"
 
 
 @pytest.fixture(autouse=True)

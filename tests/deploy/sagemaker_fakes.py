@@ -1,15 +1,9 @@
-"""Stand-ins at the AWS boundary for the deploy tests: status scripts, call counting, an observer, a session.
-
-REGION, ACCOUNT and ROLE are support.aws's, named here too because every deploy test imports them from here.
-"""
+"""Stand-ins at the AWS boundary for the deploy tests: status scripts, call counting, an observer, a session."""
 from __future__ import annotations
 
 import itertools
 
-from support.aws import ACCOUNT, REGION, ROLE
-
-__all__ = ["ACCOUNT", "REGION", "ROLE", "CallCounter", "ClientsSession", "RecordingObserver", "count_calls",
-           "status_script_for"]
+from support.aws import ACCOUNT, REGION
 
 
 def status_script_for(client, statuses: list[str], failure_reason: str | None = None) -> list[str]:

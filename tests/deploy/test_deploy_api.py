@@ -6,7 +6,7 @@ import pytest
 from inf2_deploy import deploy_gptj
 from inf2_deploy.aws.deployer import Deployment
 from inf2_deploy.errors import ConfigError
-from sagemaker_fakes import REGION, ROLE
+from support.aws import REGION, ROLE
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from botocore.exceptions import ClientError
 from inf2_deploy.aws.session import aws_errors, make_session
 from inf2_deploy.errors import AwsError, CredentialsError
-from sagemaker_fakes import ACCOUNT, REGION
+from support.aws import ACCOUNT, REGION
 
 
 def test_clients_use_adaptive_retries_and_the_session_region():

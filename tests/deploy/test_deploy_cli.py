@@ -4,7 +4,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from inf2_deploy.cli import main
-from sagemaker_fakes import ACCOUNT, REGION, ROLE
+from support.aws import ACCOUNT, REGION, ROLE
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 

@@ -13,7 +13,8 @@ from inf2_deploy.aws.logs import LogTailer
 from inf2_deploy.aws.requests import resource_name, volume_size_gb
 from inf2_deploy.errors import AwsError, EndpointFailedError
 from inf2_deploy.status import DeploymentStatus
-from sagemaker_fakes import REGION, RecordingObserver
+from sagemaker_fakes import RecordingObserver
+from support.aws import REGION
 from support.clock import FakeClock
 
 ARN = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/gptj"

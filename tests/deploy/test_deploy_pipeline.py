@@ -17,7 +17,7 @@ from inf2_deploy.aws.deploy import deploy
 from inf2_deploy.aws.pipeline import package_and_upload
 from inf2_deploy.aws.upload import upload_artifact
 from inf2_deploy.spec.deployment_spec import load_spec
-from sagemaker_fakes import REGION
+from support.aws import REGION
 
 BUCKET = "artifacts"
 MIB = 1024 * 1024

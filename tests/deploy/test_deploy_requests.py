@@ -13,7 +13,7 @@ from inf2_deploy.cli import main
 from inf2_deploy.local.records import LocalDeployment, LocalStore
 from inf2_deploy.spec.deployment_spec import load_spec
 from inf2_deploy.status import DeploymentStatus
-from sagemaker_fakes import ROLE
+from support.aws import ROLE
 
 
 def _spec(**overrides):

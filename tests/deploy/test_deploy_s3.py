@@ -9,7 +9,8 @@ from inf2_deploy.artifact.manifest import digest_file, write_manifest
 from inf2_deploy.aws.s3 import LIFECYCLE_RULE_ID, ensure_bucket
 from inf2_deploy.aws.upload import transfer_config, upload_artifact
 from inf2_deploy.errors import ConfigError
-from sagemaker_fakes import REGION, RecordingObserver
+from sagemaker_fakes import RecordingObserver
+from support.aws import REGION
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's (and moto's) smallest multipart part, so a 12 MiB file goes in 3 parts

@@ -10,10 +10,9 @@ from inf2_deploy.aws.deployer import WaitInterrupted
 from inf2_deploy.aws.teardown import delete_deployment
 from inf2_deploy.errors import AwsError, EndpointFailedError
 from inf2_deploy.status import DeploymentStatus
-from sagemaker_fakes import ACCOUNT, REGION, ROLE
+from support.aws import ACCOUNT, IMAGE, REGION, ROLE
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.29.0-neuronx-sdk2.19.1"
 UPLOAD_CALLS = {"PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload"}
 
 

@@ -20,7 +20,8 @@ from inf2_deploy.errors import AwsError, ConfigError, EndpointFailedError
 from inf2_deploy.observer import CallbackObserver, NullObserver, observer_of
 from inf2_deploy.spec.planner import check_plan
 from inf2_deploy.status import DeploymentStatus
-from sagemaker_fakes import ACCOUNT, REGION, ClientsSession, RecordingObserver
+from sagemaker_fakes import ClientsSession, RecordingObserver
+from support.aws import ACCOUNT, REGION
 from support.clock import FakeClock
 
 BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
