@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import boto3
@@ -16,10 +16,9 @@ from inf2_deploy.errors import ConfigError, DeploymentStoppedError, EndpointNotF
 from inf2_deploy.local.records import LocalDeployment, LocalStore
 from inf2_deploy.status import DeploymentStatus
 from moto import mock_aws
+from support.aws import IMAGE, REGION, ROLE
+from support.clock import FakeClock
 
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.29.0-neuronx-sdk2.19.1"
 ARTIFACT = "s3://models/gptj/0123abcd/"
 LIVE_PID, EXITED_PID = 101, 202
 
@@ -108,15 +107,6 @@ def test_an_unreachable_url_is_out_of_service(store: LocalStore, unused_port: in
         is DeploymentStatus.OUT_OF_SERVICE
 
 
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # --- SageMaker, on moto ----------------------------------------------------------------------------
 
 
@@ -153,24 +143,18 @@ def test_a_missing_endpoint_is_not_found_for_describe_and_for_logs(endpoint: str
             verb()
 
 
-class _WritingClock:
-    """Wall time for ``since``; each sleep lands one more container log line, as CloudWatch would."""
+class _WritingClock(FakeClock):
+    """A fake clock on which each sleep lands one more container log line, as CloudWatch would."""
 
     def __init__(self, logs, group: str) -> None:  # noqa: ANN001 - a boto3 logs client
-        self.logs, self.group, self.sleeps = logs, group, 0
-        self.start = datetime.now(timezone.utc)
-
-    def monotonic(self) -> float:
-        return float(self.sleeps)
-
-    def now(self) -> datetime:
-        return self.start
+        super().__init__(start=datetime.now(timezone.utc))
+        self.logs, self.group = logs, group
 
     def sleep(self, seconds: float) -> None:
-        self.sleeps += 1
-        stamp = int((self.start + timedelta(seconds=self.sleeps)).timestamp() * 1000)
+        super().sleep(seconds)
+        stamp = int(self.now().timestamp() * 1000)
         self.logs.put_log_events(logGroupName=self.group, logStreamName="AllTraffic/i-1",
-                                 logEvents=[{"timestamp": stamp, "message": f"line {self.sleeps}"}])
+                                 logEvents=[{"timestamp": stamp, "message": f"line {len(self.sleeps)}"}])
 
 
 def test_endpoint_logs_follow_new_lines_after_the_first_read(endpoint: str, store: LocalStore) -> None:
