@@ -108,10 +108,21 @@ def test_manifest_round_trip_is_deterministic_and_sorted(tmp_path: Path) -> None
     assert artifact.verify() is artifact
 
 
-def test_fingerprint_covers_plan_and_contents(tmp_path: Path) -> None:
+def test_fingerprint_covers_the_files_and_nothing_else(tmp_path: Path) -> None:
+    """Settings reach the container only through files, so the files alone address the artifact."""
     artifact = _sample_artifact(tmp_path)
-    other_plan = write_manifest(tmp_path, files=artifact.files, plan={"dtype": "bf16"}, source=artifact.source)
-    assert other_plan.fingerprint != artifact.fingerprint
+    other_plan = write_manifest(tmp_path, files=artifact.files, plan={"instance_count": 2, "price_per_hour": 9.9},
+                                source={"kind": "local", "id": "elsewhere", "fingerprint": "g"})
+    assert other_plan.fingerprint == artifact.fingerprint
+    small, large = artifact.files
+    (tmp_path / "a/y.txt").write_bytes((tmp_path / "a/x.txt").read_bytes())
+    renamed = write_manifest(tmp_path, files=[digest_file(tmp_path / "a/y.txt").result("a/y.txt"), large],
+                             plan=artifact.plan, source=artifact.source)
+    write_random(tmp_path / "a/x.txt", 10)
+    changed = write_manifest(tmp_path, files=[digest_file(tmp_path / "a/x.txt").result("a/x.txt"), large],
+                             plan=artifact.plan, source=artifact.source)
+    assert len({artifact.fingerprint, renamed.fingerprint, changed.fingerprint}) == 3
+    assert small.path == "a/x.txt"
 
 
 def test_verify_detects_a_changed_or_missing_file(tmp_path: Path) -> None:
@@ -137,3 +148,56 @@ def test_load_rejects_missing_or_corrupt_manifests(tmp_path: Path, content: str 
         (tmp_path / MANIFEST_NAME).write_text(content)
     with pytest.raises(ModelSourceError, match=message):
         Artifact.load(tmp_path)
+
+
+def test_deployment_settings_leave_the_packaged_artifact_as_it_is(make_checkpoint, tmp_path: Path) -> None:
+    """Instance type and count, price and endpoint timeouts are the endpoint's: same files, nothing rebuilt."""
+    from ckpt_helpers import spec_for
+    from inf2_deploy.artifact.packager import package
+
+    source = make_checkpoint("safetensors")
+    first = package(spec_for(source, tensor_parallel_degree=2), tmp_path / "out")
+    mtimes = {f.path: (tmp_path / "out" / f.path).stat().st_mtime_ns for f in first.files}
+    again = package(spec_for(source, tensor_parallel_degree=2, instance_type="ml.inf2.24xlarge", instance_count=3,
+                             price_per_hour=9.5, startup_health_check_timeout=1800), tmp_path / "out")
+    assert again == first
+    assert {f.path: (tmp_path / "out" / f.path).stat().st_mtime_ns for f in again.files} == mtimes
+    assert set(first.plan) == {"serving_properties"}
+    assert first.plan["serving_properties"]["option.tensor_parallel_degree"] == "2"
+
+
+def test_a_serving_properties_change_keeps_the_converted_weights(make_checkpoint, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_helpers import spec_for
+    from inf2_deploy.artifact import packager
+
+    source = make_checkpoint("safetensors", 2)
+    first = packager.package(spec_for(source), tmp_path / "out", max_shard_bytes=30_000)
+    weights = {f.path: (tmp_path / "out" / f.path).stat().st_ino for f in first.files
+               if f.path.endswith(".safetensors") or f.path.endswith(".index.json")}
+    assert len(weights) >= 3
+
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the weights were converted again")
+
+    monkeypatch.setattr(packager, "convert_weights", no_conversion)
+    seen: list[str] = []
+
+    class Seen:
+        def begin(self, build_key: str) -> None:
+            pass
+
+        def file_written(self, file: object, path: Path) -> None:
+            seen.append(file.path)  # type: ignore[attr-defined]
+
+        def commit(self) -> None:
+            pass
+
+    batched = packager.package(spec_for(source, batch_size=4), tmp_path / "out", max_shard_bytes=30_000,
+                               observer=Seen())
+    assert {f.path for f in set(batched.files) ^ set(first.files)} == {"serving.properties"}
+    assert batched.fingerprint != first.fingerprint
+    # The same inodes: linked, not copied; and the observer (the uploader) heard of every file.
+    assert {path: (tmp_path / "out" / path).stat().st_ino for path in weights} == weights
+    assert sorted(seen) == sorted(f.path for f in batched.files)
+    batched.verify()

@@ -1,13 +1,18 @@
-"""The artifact manifest: every file's size, sha256 and S3 ETag, the source and the plan.
+"""The artifact manifest: every file's size, sha256 and S3 ETag, the source and the container settings.
 
 ``manifest.json`` sits in the artifact folder (what the container sees at
 /opt/ml/model). It lets the uploader compare local files with S3 objects without
 downloading them: S3 reports an object's ETag, and for an upload cut into parts
 of a known size that ETag is computable locally. It also lets ``package`` skip
-work when neither the source nor the plan changed.
+work when neither the source nor the container settings changed.
+
+The artifact is addressed by its content: the fingerprint is a hash of the
+files alone (weights, tokenizer, config, serving.properties, serving code), so
+deployment settings the container never reads (instance type and count, price,
+tags, endpoint timeouts, env, KMS, VPC) cannot change it.
 
 The manifest is deterministic (sorted keys, no timestamps) and holds no secrets:
-only paths, sizes, hashes, the source's identity and the plan's public view.
+only paths, sizes, hashes, the source's identity and the settings serving.properties was written from.
 """
 from __future__ import annotations
 
@@ -154,9 +159,13 @@ def s3_etag(path: str | os.PathLike[str], part_size: int = UPLOAD_PART_SIZE) -> 
     return digest_file(path, part_size).s3_etag
 
 
-def artifact_fingerprint(files: Iterable[ArtifactFile], plan: dict[str, Any]) -> str:
-    """sha256 hex of the sorted ``(path, sha256)`` list plus the plan settings."""
-    payload = {"files": sorted((f.path, f.sha256) for f in files), "plan": plan}
+def artifact_fingerprint(files: Iterable[ArtifactFile]) -> str:
+    """sha256 hex of the sorted ``(path, sha256)`` list: exactly what the container reads.
+
+    Settings reach the container only through files (serving.properties, config.json),
+    so two artifacts with the same files are the same artifact whatever plan made them.
+    """
+    payload = {"files": sorted((f.path, f.sha256) for f in files)}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -173,11 +182,12 @@ class Artifact:
     """A packaged artifact folder and its manifest."""
 
     directory: Path
-    #: sha256 hex of the sorted (path, sha256) list plus the plan settings
+    #: sha256 hex of the sorted (path, sha256) list (see ``artifact_fingerprint``)
     fingerprint: str
     #: every file except manifest.json, sorted by path
     files: tuple[ArtifactFile, ...]
-    #: the plan's ``to_dict()``
+    #: the plan's settings the container reads (``{"serving_properties": {...}}`` from the packager),
+    #: never the endpoint's: no instance type, count or price
     plan: dict[str, Any]
     #: {"kind", "id", "fingerprint"} of the checkpoint the weights came from
     source: dict[str, Any]
@@ -297,7 +307,7 @@ def write_manifest(
     Args:
         directory: the artifact folder.
         files: every file of the folder except manifest.json.
-        plan: the plan's ``to_dict()``.
+        plan: the plan's settings the container reads (recorded, not fingerprinted: the files carry them).
         source: the source's ``{"kind", "id", "fingerprint"}``.
         part_size: the upload part size the ETags were computed for.
         conversion: the weight conversion settings.
@@ -310,7 +320,7 @@ def write_manifest(
     # A JSON round trip makes the returned object equal to what load() reads back.
     plan = json.loads(json.dumps(plan))
     source = json.loads(json.dumps(source))
-    artifact = Artifact(directory=folder, fingerprint=artifact_fingerprint(ordered, plan), files=ordered,
+    artifact = Artifact(directory=folder, fingerprint=artifact_fingerprint(ordered), files=ordered,
                         plan=plan, source=source, part_size=part_size,
                         conversion=json.loads(json.dumps(conversion or {})))
     text = json.dumps(artifact.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -12,14 +12,21 @@ The artifact folder holds::
     manifest.json               sizes, sha256 and S3 ETags of all of the above
 
 The folder is built in a temporary sibling and moved into place at the end, so
-a failure never leaves a half-written artifact. An unchanged source, plan and
-serving code with an intact artifact is not rebuilt.
+a failure never leaves a half-written artifact. Only what the container reads
+decides the artifact: the source, the conversion settings, serving.properties
+and the serving code. Deployment settings (instance type and count, price,
+endpoint timeouts, tags) are not in it, so changing them rebuilds nothing. An
+artifact whose weights came from the same checkpoint and conversion keeps them
+when only the small files change (a new tp or batch size rewrites
+serving.properties, not 12 GB of shards): they are hard-linked into the new
+folder, not converted again.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +40,7 @@ from ..spec.deployment_spec import DeploymentSpec
 from ..spec.planner import Plan, check_plan
 from ..spec.validators import check_path
 from ..version import __version__
-from .convert import DEFAULT_MAX_SHARD_BYTES, TORCH_DTYPE_NAMES, convert_weights
+from .convert import DEFAULT_MAX_SHARD_BYTES, SAFE_INDEX_NAME, TORCH_DTYPE_NAMES, convert_weights
 from .image_cache import cached_image_resolver
 from .manifest import (
     MANIFEST_NAME,
@@ -69,8 +76,8 @@ class PackageObserver(Protocol):
 
 
 def build_key(inputs: dict[str, Any], serving: dict[str, str]) -> str:
-    """sha256 hex of everything an artifact is built from: source, plan, conversion, part size,
-    tool version and serving code digests.
+    """sha256 hex of everything an artifact is built from: source, container settings, conversion,
+    part size, tool version and serving code digests.
 
     The output is a pure function of these, so the key names the artifact before
     a byte of it exists (the fingerprint, a hash of the files, exists only after).
@@ -269,23 +276,64 @@ def _checked_plan(spec_or_plan: DeploymentSpec | Plan, cache: Path) -> Plan:
 
 
 def _build_inputs(checkpoint: Checkpoint, plan: Plan, max_shard_bytes: int) -> dict[str, Any]:
-    """Everything but the serving code an artifact is built from, as its manifest records it."""
+    """Everything but the serving code an artifact is built from, as its manifest records it.
+
+    Of the plan only serving.properties counts: it is the one file the plan writes besides
+    config.json's dtype (part of ``conversion``). The rest of the plan (instance, count,
+    price, alternatives) belongs to the endpoint and must not make a new artifact.
+    """
     conversion = {"dtype": plan.spec.dtype, "max_shard_bytes": max_shard_bytes}
+    settings = {"serving_properties": plan.serving_properties}
     # A JSON round trip makes it comparable with what Artifact.load reads back.
-    return json.loads(json.dumps({"source": checkpoint.source, "plan": plan.to_dict(), "conversion": conversion,
+    return json.loads(json.dumps({"source": checkpoint.source, "plan": settings, "conversion": conversion,
                                   "part_size": UPLOAD_PART_SIZE, "tool_version": __version__}))
 
 
+def _is_weight_file(path: str) -> bool:
+    return path.endswith(".safetensors") or path == SAFE_INDEX_NAME
+
+
+def _reusable_weights(existing: Artifact, inputs: dict[str, Any]) -> list[ArtifactFile]:
+    """``existing``'s weight files when the converter would write the same ones: same checkpoint,
+    conversion, part size and tool version, every weight file present at its recorded size; else none."""
+    same = (existing.source, existing.conversion, existing.part_size, existing.tool_version) == (
+        inputs["source"], inputs["conversion"], inputs["part_size"], inputs["tool_version"])
+    weights = [f for f in existing.files if _is_weight_file(f.path)]
+    intact = all((existing.directory / f.path).is_file()
+                 and (existing.directory / f.path).stat().st_size == f.size for f in weights)
+    return weights if same and intact else []
+
+
+def _link_weights(source: Path, staging: Path, weights: list[ArtifactFile],
+                  observer: PackageObserver | None) -> list[ArtifactFile]:
+    """Hard-link the reused weight files into ``staging`` (a sibling, so the same filesystem)."""
+    for item in weights:
+        target = staging / item.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source / item.path, target)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(source / item.path, target)
+        if observer is not None:
+            observer.file_written(item, target)
+    return weights
+
+
 def _build(staging: Path, checkpoint: Checkpoint, plan: Plan, inputs: dict[str, Any], *,
-           progress: ProgressCallback | None, observer: PackageObserver | None) -> None:
-    """Write every file of the artifact, and its manifest.json recording ``inputs``, into ``staging``."""
+           progress: ProgressCallback | None, observer: PackageObserver | None,
+           reuse: Artifact | None = None) -> None:
+    """Write every file of the artifact, and its manifest.json recording ``inputs``, into ``staging``;
+    the weights are linked from ``reuse`` when it has the same ones (see ``_reusable_weights``)."""
     conversion = inputs["conversion"]
     # The small files first, so that an observer can upload them while the weights convert.
     files = _write_small(staging, _small_files(checkpoint, plan), UPLOAD_PART_SIZE, observer)
-    files += convert_weights(checkpoint, staging, dtype=plan.spec.dtype,
-                             expected_shapes=gptj_tensor_shapes(checkpoint.config),
-                             max_shard_bytes=conversion["max_shard_bytes"], part_size=UPLOAD_PART_SIZE,
-                             progress=progress, on_file=observer.file_written if observer else None)
+    if reuse is not None and (weights := _reusable_weights(reuse, inputs)):
+        files += _link_weights(reuse.directory, staging, weights, observer)
+    else:
+        files += convert_weights(checkpoint, staging, dtype=plan.spec.dtype,
+                                 expected_shapes=gptj_tensor_shapes(checkpoint.config),
+                                 max_shard_bytes=conversion["max_shard_bytes"], part_size=UPLOAD_PART_SIZE,
+                                 progress=progress, on_file=observer.file_written if observer else None)
     write_manifest(staging, files=files, plan=inputs["plan"], source=inputs["source"],
                    part_size=inputs["part_size"], conversion=conversion)
     staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
@@ -345,5 +393,6 @@ def package(
     if existing is not None and not force and _unchanged(existing, inputs, serving_digests):
         return existing
     with atomic_dir(target) as staging:
-        _build(staging, checkpoint, plan, inputs, progress=progress, observer=observer)
+        _build(staging, checkpoint, plan, inputs, progress=progress, observer=observer,
+               reuse=None if force else existing)
     return Artifact.load(target)
