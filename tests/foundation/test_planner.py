@@ -100,16 +100,17 @@ def test_error_messages_name_the_fix():
     assert "4096" in positions and "2048" in positions
 
 
-def test_recommends_cheapest_safe_instance_and_smallest_tp():
+def test_recommends_cheapest_safe_instance_and_the_tp_that_uses_its_cores():
     result = gptj_plan()
     assert result.ok
     cheapest_safe = [c for c in result.alternatives if not c.host_ram_tight][0]
     assert (result.instance.name, result.tensor_parallel_degree) == (
         cheapest_safe.instance_type, cheapest_safe.tensor_parallel_degree)
-    assert result.instance.name == "ml.inf2.8xlarge"
-    assert result.tensor_parallel_degree == 1
-    prices = [(c.host_ram_tight, c.price_per_hour, c.tensor_parallel_degree) for c in result.alternatives]
-    assert prices == sorted(prices)
+    # tp 1 and tp 2 cost the same on the 8xlarge; tp 2 puts both of its NeuronCores to work.
+    assert (result.instance.name, result.tensor_parallel_degree) == ("ml.inf2.8xlarge", 2)
+    assert not any("NeuronCores" in warning for warning in result.warnings)
+    order = [(c.host_ram_tight, c.price_per_hour, -c.tensor_parallel_degree) for c in result.alternatives]
+    assert order == sorted(order)
     # every alternative really fits and has a valid tp
     for candidate in result.alternatives:
         assert candidate.memory_per_core.fits
@@ -117,10 +118,52 @@ def test_recommends_cheapest_safe_instance_and_smallest_tp():
         assert candidate.tensor_parallel_degree <= INSTANCES[candidate.instance_type].neuron_cores
 
 
-def test_smallest_tp_on_a_given_instance():
-    # fp32 does not fit on one core, so the planner picks tp 2 on the 2-core instance.
-    result = gptj_plan(instance_type="ml.inf2.8xlarge", dtype="fp32")
+@pytest.mark.parametrize(("instance_type", "dtype", "tp"), [
+    ("ml.inf2.8xlarge", "fp16", 2),
+    ("ml.inf2.8xlarge", "fp32", 2),  # fp32 does not fit on one core anyway
+    ("ml.inf2.24xlarge", "fp16", 8),  # 12 cores, but 16 heads allow at most 8
+    ("ml.inf2.48xlarge", "bf16", 8),
+])
+def test_on_a_given_instance_the_most_cores_the_heads_allow(instance_type, dtype, tp):
+    result = gptj_plan(instance_type=instance_type, dtype=dtype)
+    assert result.ok and result.tensor_parallel_degree == tp
+    assert not any("NeuronCores" in warning for warning in result.warnings)
+    assert {c.instance_type for c in result.alternatives} == {instance_type}
+
+
+def test_a_lower_tp_given_is_kept_with_a_warning_naming_the_higher_one():
+    result = gptj_plan(instance_type="ml.inf2.24xlarge", tensor_parallel_degree=2)
     assert result.ok and result.tensor_parallel_degree == 2
+    assert any("tp 2 uses 2 of the 12 NeuronCores" in w and "tp 8 fits too" in w for w in result.warnings)
+
+
+def _pairs(result):
+    return [(c.instance_type, c.tensor_parallel_degree) for c in result.alternatives]
+
+
+def test_an_invalid_plan_offers_only_the_configurations_that_fix_it():
+    result = gptj_plan(instance_type="ml.inf2.xlarge", tensor_parallel_degree=4)
+    assert not result.ok
+    # Each keeps one of the two settings given: tp 4 on a bigger instance, or the xlarge with a smaller tp.
+    assert _pairs(result) == [("ml.inf2.24xlarge", 4), ("ml.inf2.48xlarge", 4), ("ml.inf2.xlarge", 2),
+                              ("ml.inf2.xlarge", 1)]
+    for instance_type, tp in _pairs(result):
+        assert gptj_plan(instance_type=instance_type, tensor_parallel_degree=tp).ok
+    # fp32 on one core of the 8xlarge: only tp 2 there fixes it, so no other instance is offered.
+    assert _pairs(gptj_plan(instance_type="ml.inf2.8xlarge", tensor_parallel_degree=1, dtype="fp32")) == [
+        ("ml.inf2.8xlarge", 2)]
+    # 16 heads and tp 3: any instance will do with a degree that divides them.
+    fixes = gptj_plan(tensor_parallel_degree=3).alternatives
+    assert fixes and all(16 % c.tensor_parallel_degree == 0 for c in fixes)
+
+
+def test_no_configuration_is_offered_for_an_error_that_no_instance_or_tp_fixes():
+    result = gptj_plan(instance_type="ml.inf2.8xlarge", n_positions=4096)
+    assert [name for name, _ in result.errors] == ["n_positions"] and result.alternatives == []
+    # Both kinds at once: fixing the tp alone would still leave n_positions wrong.
+    both = gptj_plan(instance_type="ml.inf2.xlarge", tensor_parallel_degree=4, n_positions=4096)
+    assert {name for name, _ in both.errors} == {"n_positions", "tensor_parallel_degree"}
+    assert both.alternatives == []
 
 
 def test_host_ram_warning_on_xlarge():

@@ -7,7 +7,7 @@ import json
 from .arg_types import positive_int
 from .spec_flags import add_spec_flags, spec_from_args
 
-__all__ = ["add_parser", "render_plan", "render_prompt_cost", "run"]
+__all__ = ["LIST_PRICE_NOTE", "add_parser", "render_plan", "render_prompt_cost", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,16 +42,21 @@ def render_prompt_cost(console, cost) -> None:  # noqa: ANN001 - rich Console an
     console.print(table)
 
 
-def render_plan(plan, cost=None) -> None:  # noqa: ANN001 - Plan and PromptCost, imported lazily
-    """Draw ``plan`` as rich tables on stdout."""
-    from rich.console import Console
+#: The price row's note: the catalog holds EC2 list prices, and SageMaker's ml.* rates differ.
+LIST_PRICE_NOTE = "EC2 list price; SageMaker's differs; --price-per-hour"
+
+
+def _price_text(plan) -> str:  # noqa: ANN001 - Plan, imported lazily
+    price = plan.price_per_hour
+    if price is None:
+        return "-"
+    source = "--price-per-hour" if plan.spec.price_per_hour is not None else LIST_PRICE_NOTE
+    return f"${price:.2f}/hour ({source})"
+
+
+def _render_summary(console, plan, data) -> None:  # noqa: ANN001 - rich Console and Plan, imported lazily
     from rich.table import Table
 
-    from ..artifact.properties import render_properties
-    from ..spec.catalog import GIB
-
-    console = Console()
-    data = plan.to_dict()
     summary = Table(title=f"Plan for {plan.model.source}", show_header=False, title_justify="left")
     summary.add_column("setting", no_wrap=True)
     summary.add_column("value", overflow="fold")
@@ -63,9 +68,14 @@ def render_plan(plan, cost=None) -> None:  # noqa: ANN001 - Plan and PromptCost,
     summary.add_row("batch size / dtype", f"{data['batch_size']} / {data['dtype']}")
     summary.add_row("region", data["region"])
     summary.add_row("image", data["image_uri"] or "-")
-    price = data["price_per_hour"]
-    summary.add_row("price", f"${price:.2f}/hour (reference; --price-per-hour overrides)" if price else "-")
+    summary.add_row("price", _price_text(plan))
     console.print(summary)
+
+
+def _render_memory(console, data) -> None:  # noqa: ANN001 - rich Console, imported lazily
+    from rich.table import Table
+
+    from ..spec.catalog import GIB
 
     memory = Table(title="HBM per NeuronCore", title_justify="left")
     memory.add_column("part")
@@ -74,23 +84,53 @@ def render_plan(plan, cost=None) -> None:  # noqa: ANN001 - Plan and PromptCost,
         memory.add_row(part, f"{data['memory_per_core'][part] / GIB:.2f}")
     console.print(memory)
 
-    if plan.alternatives:
-        options = Table(title="Configurations that fit (best first)", title_justify="left")
-        for column in ("instance", "tp", "GiB/core", "$/hour", "host RAM"):
-            options.add_column(column)
-        for option in plan.alternatives[:8]:
-            options.add_row(option.instance_type, str(option.tensor_parallel_degree),
-                            f"{option.memory_per_core.total / GIB:.2f}", f"{option.price_per_hour:.2f}",
-                            "tight" if option.host_ram_tight else "ok")
-        console.print(options)
+
+def _render_alternatives(console, plan) -> None:  # noqa: ANN001 - rich Console and Plan, imported lazily
+    from rich.table import Table
+
+    from ..spec.catalog import GIB
+
+    if not plan.alternatives:
+        return
+    title = "Configurations that fit (best first)" if plan.ok else "Configurations that fix this (best first)"
+    options = Table(title=title, title_justify="left")
+    for column in ("instance", "tp", "GiB/core", "EC2 list $/hour", "host RAM"):
+        options.add_column(column)
+    for option in plan.alternatives[:8]:
+        options.add_row(option.instance_type, str(option.tensor_parallel_degree),
+                        f"{option.memory_per_core.total / GIB:.2f}", f"{option.price_per_hour:.2f}",
+                        "tight" if option.host_ram_tight else "ok")
+    console.print(options)
+
+
+def render_plan(plan, cost=None) -> None:  # noqa: ANN001 - Plan and PromptCost, imported lazily
+    """Draw ``plan`` as rich tables on stdout.
+
+    A plan with errors shows only the errors and the configurations that fix them:
+    its settings, memory and serving.properties would describe something that cannot run.
+    """
+    from rich.console import Console
+
+    from ..artifact.properties import render_properties
+
+    console = Console()
+    if not plan.ok:
+        for field, message in plan.errors:
+            console.print(f"[red]error:[/red] {field}: {message}")
+        _render_alternatives(console, plan)
+        for warning in plan.warnings:
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+        return
+    data = plan.to_dict()
+    _render_summary(console, plan, data)
+    _render_memory(console, data)
+    _render_alternatives(console, plan)
     if cost is not None:
         render_prompt_cost(console, cost)
     console.print("[bold]serving.properties[/bold]")
     console.print(render_properties(data["serving_properties"]), markup=False, highlight=False)
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
-    for field, message in plan.errors:
-        console.print(f"[red]error:[/red] {field}: {message}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,6 +46,8 @@ DEFAULT_N_POSITIONS = 1024
 # GPT-J compiles one graph per power-of-two bucket from 128 up to n_positions.
 FIRST_BUCKET = 128
 FALLBACK_REGION = "us-east-1"
+# The errors another instance type or tp can fix.
+FIT_FIELDS = frozenset({"instance_type", "tensor_parallel_degree"})
 
 ImageResolver = Callable[[str, str], str]
 
@@ -93,7 +95,12 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Plan:
-    """A checked deployment: the resolved settings, memory, image and properties."""
+    """A checked deployment: the resolved settings, memory, image and properties.
+
+    ``alternatives`` are, for a plan that works, every instance type and tp that fit
+    while keeping the ones given, best first; for a plan with errors, only those that
+    fix them (none when another instance or tp cannot, e.g. for ``n_positions``).
+    """
 
     spec: DeploymentSpec
     model: ModelFacts
@@ -200,12 +207,14 @@ def _tp_problem(model: ModelFacts, tp: int, inst: InstanceType | None) -> str | 
 
 
 def _candidates(model: ModelFacts, spec: DeploymentSpec, n_positions: int) -> list[Candidate]:
-    """Every (instance, tp) the model fits on, best first: safe host RAM, then price, then tp."""
+    """Every (instance, tp) the model fits on, with the spec's other settings, best first.
+
+    Best is: safe host RAM, then the lowest price, then the highest tp. On one instance a
+    higher tp costs nothing more, and it puts to work the NeuronCores the instance pays for.
+    """
     found = []
-    instances = [INSTANCES[spec.instance_type]] if spec.instance_type else list(INSTANCES.values())
-    for inst in instances:
-        degrees = [spec.tensor_parallel_degree] if spec.tensor_parallel_degree else SUPPORTED_TP_DEGREES
-        for tp in degrees:
+    for inst in INSTANCES.values():
+        for tp in SUPPORTED_TP_DEGREES:
             if _tp_problem(model, tp, inst):
                 continue
             memory = memory_per_core(model, tp=tp, n_positions=n_positions,
@@ -213,7 +222,28 @@ def _candidates(model: ModelFacts, spec: DeploymentSpec, n_positions: int) -> li
             if memory.fits:
                 found.append(Candidate(inst.name, tp, inst.reference_price_per_hour, memory,
                                        _host_ram_tight(model, spec.dtype, inst)))
-    return sorted(found, key=lambda c: (c.host_ram_tight, c.price_per_hour, c.tensor_parallel_degree))
+    return sorted(found, key=lambda c: (c.host_ram_tight, c.price_per_hour, -c.tensor_parallel_degree))
+
+
+def _changes(candidate: Candidate, spec: DeploymentSpec) -> int:
+    """How many of the settings the user gave (instance type, tp) ``candidate`` changes."""
+    return ((spec.instance_type is not None and candidate.instance_type != spec.instance_type)
+            + (spec.tensor_parallel_degree is not None
+               and candidate.tensor_parallel_degree != spec.tensor_parallel_degree))
+
+
+def _fixes(candidates: list[Candidate], spec: DeploymentSpec, errors: list[tuple[str, str]]) -> list[Candidate]:
+    """What to show beside the plan: every candidate that keeps the given settings when the plan
+    works; when it does not, the candidates that fix every error while changing the fewest of them."""
+    if not errors:
+        return [c for c in candidates if _changes(c, spec) == 0]
+    if any(name not in FIT_FIELDS for name, _message in errors):
+        return []  # another instance or tp cannot fix this error
+    for changed in (1, 2):
+        nearest = [c for c in candidates if _changes(c, spec) == changed]
+        if nearest:
+            return nearest
+    return []
 
 
 def _resolve_image(spec: DeploymentSpec, region: str, resolver: ImageResolver) -> tuple[str | None, list]:
@@ -226,9 +256,46 @@ def _resolve_image(spec: DeploymentSpec, region: str, resolver: ImageResolver) -
 
 
 def _default_resolver(region: str, version: str) -> str:
-    from ..aws.images import resolve_image_uri
+    # Imported here: the image cache module builds on this one.
+    from ..artifact.image_cache import default_image_resolver
 
-    return resolve_image_uri(region, version)
+    return default_image_resolver()(region, version)
+
+
+def _region(spec: DeploymentSpec, warnings: list[str]) -> str:
+    region = spec.region or default_region()
+    if region is None:
+        warnings.append(f"no AWS region configured; planned for {FALLBACK_REGION} (set --region)")
+        return FALLBACK_REGION
+    return region
+
+
+def _fit_errors(model: ModelFacts, tp: int, inst: InstanceType | None, memory: MemoryPerCore) -> list:
+    """The problems of running ``tp`` on ``inst``: the degree itself, then HBM per core."""
+    tp_error = _tp_problem(model, tp, inst)
+    if tp_error:
+        return [("tensor_parallel_degree", tp_error)]
+    if not memory.fits:
+        return [("tensor_parallel_degree",
+                 f"needs {memory.total / GIB:.1f} GiB per NeuronCore (weights {memory.weights / GIB:.1f} + "
+                 f"KV cache {memory.kv_cache / GIB:.1f} + runtime {memory.reserve / GIB:.1f}) but a core has "
+                 f"{memory.limit / GIB:.0f} GiB; raise tp, or lower n_positions or batch_size, or use fp16/bf16")]
+    return []
+
+
+def _fit_warnings(model: ModelFacts, spec: DeploymentSpec, inst: InstanceType, tp: int,
+                  candidates: list[Candidate]) -> list[str]:
+    warnings = []
+    if _host_ram_tight(model, spec.dtype, inst):
+        warnings.append(f"{inst.name} has {inst.host_memory_gib} GiB host RAM; loading "
+                        f"{model.parameters * DTYPES[spec.dtype].itemsize / 1e9:.1f} GB of weights needs about twice "
+                        "that while shards are built, so loading may run out of memory")
+    higher = [c.tensor_parallel_degree for c in candidates
+              if c.instance_type == inst.name and c.tensor_parallel_degree > tp]
+    if higher:
+        warnings.append(f"tp {tp} uses {tp} of the {inst.neuron_cores} NeuronCores {inst.name} pays for; "
+                        f"tp {max(higher)} fits too and cuts per-token latency at the same price")
+    return warnings
 
 
 def make_plan(
@@ -239,12 +306,17 @@ def make_plan(
 ) -> Plan:
     """Check ``spec`` against the model and the inf2 catalog, filling in defaults.
 
+    With no instance type or tp given, the best candidate supplies them (see
+    ``Plan.alternatives``): safe host RAM first, then the price, then the tp that
+    uses the most NeuronCores.
+
     Args:
         spec: the deployment to check.
         model_config: the model's config.json, when the caller already has it;
             otherwise it is read from ``spec.model`` (only config.json is fetched).
-        image_resolver: ``(region, version) -> image URI``; defaults to the
-            SageMaker SDK registry lookup.
+        image_resolver: ``(region, version) -> image URI``; defaults to the SageMaker
+            SDK registry, through the image cache that packaging writes (see
+            :func:`~inf2_deploy.artifact.image_cache.default_image_resolver`).
 
     Raises:
         ConfigError, ModelSourceError: the model itself cannot be read. Problems
@@ -259,44 +331,28 @@ def make_plan(
     if n_positions > model.n_positions:
         errors.append(("n_positions", f"n_positions {n_positions} exceeds the model's maximum "
                                       f"{model.n_positions}; use at most {model.n_positions}"))
-    region = spec.region or default_region()
-    if region is None:
-        region = FALLBACK_REGION
-        warnings.append(f"no AWS region configured; planned for {FALLBACK_REGION} (set --region)")
+    region = _region(spec, warnings)
 
-    alternatives = _candidates(model, spec, n_positions)
+    candidates = _candidates(model, spec, n_positions)
+    kept = [c for c in candidates if _changes(c, spec) == 0]
     inst = INSTANCES[spec.instance_type] if spec.instance_type else None
     tp = spec.tensor_parallel_degree
-    if (inst is None or tp is None) and alternatives:
-        inst = inst or INSTANCES[alternatives[0].instance_type]
-        tp = tp or alternatives[0].tensor_parallel_degree
+    if (inst is None or tp is None) and kept:
+        inst = inst or INSTANCES[kept[0].instance_type]
+        tp = tp or kept[0].tensor_parallel_degree
     tp = tp or 1
-    tp_error = _tp_problem(model, tp, inst)
-    if tp_error:
-        errors.append(("tensor_parallel_degree", tp_error))
-    if inst is None:
-        # Nothing fits anywhere: show the numbers for the largest instance.
-        inst = INSTANCES["ml.inf2.48xlarge"]
+    # No instance was given and none fits: show the numbers for the largest.
+    inst = inst or INSTANCES["ml.inf2.48xlarge"]
     memory = memory_per_core(model, tp=tp, n_positions=n_positions, batch_size=spec.batch_size, dtype=spec.dtype)
-    if not memory.fits and not tp_error:
-        errors.append(("tensor_parallel_degree",
-                       f"needs {memory.total / GIB:.1f} GiB per NeuronCore (weights {memory.weights / GIB:.1f} + "
-                       f"KV cache {memory.kv_cache / GIB:.1f} + runtime {memory.reserve / GIB:.1f}) but a core has "
-                       f"{memory.limit / GIB:.0f} GiB; raise tp, or lower n_positions or batch_size, "
-                       "or use fp16/bf16"))
-    if _host_ram_tight(model, spec.dtype, inst):
-        warnings.append(f"{inst.name} has {inst.host_memory_gib} GiB host RAM; loading "
-                        f"{model.parameters * DTYPES[spec.dtype].itemsize / 1e9:.1f} GB of weights needs about twice "
-                        "that while shards are built, so loading may run out of memory")
-    if tp < inst.neuron_cores and not errors:
-        warnings.append(f"tp {tp} uses {tp} of {inst.neuron_cores} NeuronCores; a higher tp cuts "
-                        "per-token latency at the same price")
+    errors += _fit_errors(model, tp, inst, memory)
+    # A higher tp is advice for a plan that works; host RAM is worth knowing either way.
+    warnings += _fit_warnings(model, spec, inst, tp, [] if errors else candidates)
 
     image_uri, image_errors = _resolve_image(spec, region, image_resolver or _default_resolver)
     errors.extend(image_errors)
     return Plan(spec=spec, model=model, instance=inst, tensor_parallel_degree=tp, n_positions=n_positions,
                 region=region, memory_per_core=memory, image_uri=image_uri, errors=errors,
-                warnings=warnings, alternatives=alternatives)
+                warnings=warnings, alternatives=_fixes(candidates, spec, errors))
 
 
 def check_plan(spec: DeploymentSpec, **kwargs: Any) -> Plan:
