@@ -1,8 +1,10 @@
 """Container image lookups remembered on disk, per SageMaker SDK version.
 
 The image registry is data shipped inside the SageMaker SDK, so an answer holds
-until the SDK changes; the SDK's import costs about two seconds, which would
-otherwise dominate re-packaging an unchanged model.
+until the SDK changes; the SDK's import costs two to four seconds, which would
+otherwise dominate ``plan`` and re-packaging an unchanged model. ``plan``,
+``package`` and ``deploy`` share one cache file in the model cache folder, so an
+image any of them looked up is known to the others.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..aws.images import resolve_image_uri
 from ..spec.planner import ImageResolver
+from .sources import default_cache_dir
 
-__all__ = ["IMAGE_CACHE_NAME", "SdkVersion", "cached_image_resolver", "installed_sdk_version"]
+__all__ = ["IMAGE_CACHE_NAME", "SdkVersion", "cached_image_resolver", "default_image_resolver",
+           "installed_sdk_version"]
 
 IMAGE_CACHE_NAME = "image-uris.json"
 _SDK_DISTRIBUTIONS = ("sagemaker-core", "sagemaker")
@@ -74,3 +78,9 @@ def cached_image_resolver(
         return uri
 
     return cached
+
+
+def default_image_resolver() -> ImageResolver:
+    """The registry lookup through the cache that ``package`` writes by default (in
+    :func:`~inf2_deploy.artifact.sources.default_cache_dir`): what ``plan`` uses."""
+    return cached_image_resolver(default_cache_dir())
