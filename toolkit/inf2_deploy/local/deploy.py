@@ -79,6 +79,7 @@ def serve_local(
         ConfigError: an invalid name, port or backend, or the name is already running.
         ModelSourceError: the model cannot be read or packaged.
         EndpointFailedError: the server did not become ready (its last log lines are in the message).
+        KeyboardInterrupt: Ctrl-C; a server already started is stopped and leaves no record or log.
     """
     from ..artifact.packager import package
 

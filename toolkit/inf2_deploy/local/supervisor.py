@@ -8,6 +8,7 @@ run them on a fake one.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -156,6 +157,8 @@ class LocalSupervisor:
             ModelSourceError: ``artifact_dir`` has no ``serving.properties``.
             EndpointFailedError: the server exited, failed to load, or was not ready in time;
                 it is stopped and forgotten, and the message ends with its last log lines.
+            KeyboardInterrupt: Ctrl-C while waiting; the server is stopped, and its record and
+                log are removed.
         """
         check_endpoint_name(name, "name")
         check_backend(backend)
@@ -173,21 +176,37 @@ class LocalSupervisor:
         if max_batch_delay_ms is not None:
             command += ["--max-batch-delay-ms", str(max_batch_delay_ms)]
         process = self._spawn(command, self.store.log_path(name))
-        deployment = LocalDeployment(
-            name=name, url=server_url(host, port), pid=process.pid, artifact_dir=str(folder),
-            log_file=str(self.store.log_path(name)), started_at=self.clock.now().isoformat(timespec="seconds"),
-            fingerprint=fingerprint, backend=backend,
-        )
-        # Recorded before waiting: an interrupted wait leaves a server that delete can still stop.
-        self.store.save(deployment)
-        if wait:
-            try:
+        try:
+            deployment = LocalDeployment(
+                name=name, url=server_url(host, port), pid=process.pid, artifact_dir=str(folder),
+                log_file=str(self.store.log_path(name)), started_at=self.clock.now().isoformat(timespec="seconds"),
+                fingerprint=fingerprint, backend=backend,
+            )
+            # Recorded before waiting: if this process is killed while it waits, delete can still stop the server.
+            self.store.save(deployment)
+            if wait:
                 self.wait_ready(process, deployment, timeout)
-            except EndpointFailedError:
-                self.stop(process.pid)
-                self.store.delete(name)
-                raise
+        except EndpointFailedError:
+            self._abandon(process, name, keep_log=True)  # the message quotes the log; the file stays for more
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C while the server starts: the user wants none of it, so nothing of it is left.
+            self._abandon(process, name, keep_log=False)
+            raise
         return deployment
+
+    def _abandon(self, process: subprocess.Popen[bytes], name: str, *, keep_log: bool) -> None:
+        """Stop a server that never became ready and forget it; a second Ctrl-C cuts the wait with SIGKILL."""
+        try:
+            self.stop(process.pid)
+        except KeyboardInterrupt:
+            signal_group(process.pid, signal.SIGKILL)
+        finally:
+            self.store.delete(name)
+            if not keep_log:
+                self.store.log_path(name).unlink(missing_ok=True)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(_KILL_WAIT_SECONDS)  # reap it: SIGTERM or SIGKILL has been sent
 
     @staticmethod
     def _spawn(command: list[str], log_file: Path) -> subprocess.Popen[bytes]:
