@@ -1,6 +1,7 @@
 """Request builders and the CLI's local / Ctrl-C paths, without AWS."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -10,6 +11,7 @@ from inf2_deploy.aws.deploy import list_deployments
 from inf2_deploy.aws.deployer import WaitInterrupted
 from inf2_deploy.aws.requests import endpoint_config_request, model_request, settings_digest
 from inf2_deploy.cli import main
+from inf2_deploy.errors import ConfigError
 from inf2_deploy.local.records import LocalDeployment, LocalStore
 from inf2_deploy.spec.deployment_spec import load_spec
 from inf2_deploy.status import DeploymentStatus
@@ -49,6 +51,83 @@ def test_endpoint_config_request_options():
     }
 
 
+def test_kms_key_encrypts_the_endpoint_volume_as_the_sdks_kms_key():
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    request = endpoint_config_request(_spec(kms_key_id=key), name="c", model_name="m",
+                                      instance_type="ml.inf2.8xlarge", artifact_bytes=1)
+    assert request["KmsKeyId"] == key
+    plain = endpoint_config_request(_spec(), name="c", model_name="m", instance_type="ml.inf2.8xlarge",
+                                    artifact_bytes=1)
+    assert "KmsKeyId" not in plain and "DataCaptureConfig" not in plain
+
+
+@pytest.mark.parametrize(("percent", "kms", "sampled"), [(None, None, 20), (100, "alias/capture", 100)])
+def test_data_capture_config_captures_requests_and_responses_as_json_text(percent, kms, sampled):
+    spec = _spec(data_capture_uri="s3://capture-bucket/tiny/", capture_percent=percent, kms_key_id=kms)
+    capture = endpoint_config_request(spec, name="c", model_name="m", instance_type="ml.inf2.8xlarge",
+                                      artifact_bytes=1)["DataCaptureConfig"]
+    assert capture == {
+        "EnableCapture": True, "InitialSamplingPercentage": sampled, "DestinationS3Uri": "s3://capture-bucket/tiny/",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json", "application/jsonlines"]},
+        **({"KmsKeyId": kms} if kms else {}),
+    }
+
+
+def _model_problems(value, shape, where: str = "") -> list[str]:
+    """What in ``value`` breaks ``shape`` of a botocore service model: required members, enums, lengths,
+    ranges and patterns (botocore's ParamValidator checks types and required members only)."""
+    limits = shape.metadata
+    problems = []
+    if shape.type_name == "structure":
+        problems += [f"{where}.{name} missing" for name in shape.required_members if name not in value]
+        for name, item in value.items():
+            problems += _model_problems(item, shape.members[name], f"{where}.{name}")
+        return problems
+    if shape.type_name == "list":
+        for index, item in enumerate(value):
+            problems += _model_problems(item, shape.member, f"{where}[{index}]")
+    size = value if shape.type_name in ("integer", "long") else len(value) if shape.type_name in (
+        "string", "list") else None
+    if size is not None and not limits.get("min", size) <= size <= limits.get("max", size):
+        problems.append(f"{where}={value!r} outside {limits.get('min')}..{limits.get('max')}")
+    if "enum" in limits and value not in limits["enum"]:
+        problems.append(f"{where}={value!r} not in {limits['enum']}")
+    if "pattern" in limits and not re.fullmatch(limits["pattern"], value):
+        problems.append(f"{where}={value!r} does not match {limits['pattern']}")
+    return problems
+
+
+def test_kms_and_data_capture_requests_satisfy_the_sagemaker_service_model():
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    spec = _spec(kms_key_id="alias/volume", data_capture_uri="s3://capture-bucket/p", capture_percent=1)
+    request = endpoint_config_request(spec, name="c", model_name="m", instance_type="ml.inf2.8xlarge",
+                                      artifact_bytes=1)
+    shape = model.operation_model("CreateEndpointConfig").input_shape
+    for name in ("KmsKeyId", "DataCaptureConfig"):
+        assert _model_problems(request[name], shape.members[name], name) == []
+    # The checker itself finds what SageMaker would refuse.
+    broken = {**request["DataCaptureConfig"], "InitialSamplingPercentage": 101,
+              "CaptureOptions": [{"CaptureMode": "Both"}]}
+    assert len(_model_problems(broken, shape.members["DataCaptureConfig"])) == 2
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"data_capture_uri": "https://bucket/capture"}, "data_capture_uri"),
+    ({"data_capture_uri": "s3://Bad_Bucket/capture"}, "data_capture_uri"),
+    ({"data_capture_uri": "s3://bucket/" + "k" * 600}, "data_capture_uri"),
+    ({"data_capture_uri": "s3://bucket/capture", "capture_percent": 0}, "capture_percent"),
+    ({"data_capture_uri": "s3://bucket/capture", "capture_percent": 101}, "capture_percent"),
+    ({"capture_percent": 50}, "capture_percent"),  # a percent of nothing
+])
+def test_bad_data_capture_settings_name_the_field(settings, field):
+    with pytest.raises(ConfigError) as refused:
+        _spec(**settings)
+    assert refused.value.field == field
+
+
 def test_settings_digest_ignores_names_and_token_values_but_not_settings():
     def digest(spec, name="n", token=None):
         model = model_request(spec, name=name, image_uri="img", model_data_uri="s3://b/p/",
@@ -62,6 +141,8 @@ def test_settings_digest_ignores_names_and_token_values_but_not_settings():
     assert digest(_spec(), token="a") == digest(_spec(), token="b") != base
     assert digest(_spec(instance_count=2)) != base
     assert digest(_spec(env={"X": "1"})) != base
+    assert digest(_spec(kms_key_id="alias/volume")) != base
+    assert digest(_spec(data_capture_uri="s3://capture-bucket/p")) != base
 
 
 def test_list_includes_local_deployments(monkeypatch, tmp_path):

@@ -26,8 +26,11 @@ __all__ = [
     "TAG_FINGERPRINT",
     "TAG_SETTINGS",
     "TAG_ENDPOINT",
+    "CAPTURED_JSON_TYPES",
+    "DEFAULT_CAPTURE_PERCENT",
     "DeployRequests",
     "build_requests",
+    "data_capture_config",
     "endpoint_config_request",
     "model_request",
     "resource_name",
@@ -42,6 +45,10 @@ TAG_FINGERPRINT = "inf2-deploy:fingerprint"
 TAG_SETTINGS = "inf2-deploy:settings"
 TAG_ENDPOINT = "inf2-deploy:endpoint"
 MAX_NAME = 63
+#: InitialSamplingPercentage without ``capture_percent``: the SageMaker SDK's DataCaptureConfig default
+DEFAULT_CAPTURE_PERCENT = 20
+#: content types data capture stores as text: LMI's request and response, and its streamed lines
+CAPTURED_JSON_TYPES = ("application/json", "application/jsonlines")
 
 
 def resource_name(endpoint_name: str, fingerprint: str, now: datetime) -> str:
@@ -134,7 +141,8 @@ def model_request(
 def endpoint_config_request(
     spec: DeploymentSpec, *, name: str, model_name: str, instance_type: str, artifact_bytes: int
 ) -> dict[str, Any]:
-    """The CreateEndpointConfig request, without tags: one variant taking all traffic."""
+    """The CreateEndpointConfig request, without tags: one variant taking all traffic, the spec's KMS key
+    on its storage volume, and data capture when the spec asks for it."""
     variant: dict[str, Any] = {
         "VariantName": VARIANT_NAME,
         "ModelName": model_name,
@@ -147,7 +155,35 @@ def endpoint_config_request(
     }
     if spec.inference_ami_version:
         variant["InferenceAmiVersion"] = spec.inference_ami_version
-    return {"EndpointConfigName": name, "ProductionVariants": [variant]}
+    request: dict[str, Any] = {"EndpointConfigName": name, "ProductionVariants": [variant]}
+    if spec.kms_key_id:
+        # The ML storage volume, where the weights and compiled graphs land (inf2 has no local NVMe).
+        request["KmsKeyId"] = spec.kms_key_id
+    capture = data_capture_config(spec)
+    if capture is not None:
+        request["DataCaptureConfig"] = capture
+    return request
+
+
+def data_capture_config(spec: DeploymentSpec) -> dict[str, Any] | None:
+    """The endpoint config's DataCaptureConfig, or None without ``spec.data_capture_uri``.
+
+    Requests and responses are both captured; LMI's JSON and JSON lines are
+    captured as text rather than base64. The spec's KMS key, when given, also
+    encrypts what is captured.
+    """
+    if spec.data_capture_uri is None:
+        return None
+    capture: dict[str, Any] = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": spec.capture_percent or DEFAULT_CAPTURE_PERCENT,
+        "DestinationS3Uri": spec.data_capture_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": list(CAPTURED_JSON_TYPES)},
+    }
+    if spec.kms_key_id:
+        capture["KmsKeyId"] = spec.kms_key_id
+    return capture
 
 
 def settings_digest(model: dict[str, Any], config: dict[str, Any]) -> str:

@@ -46,6 +46,8 @@ DEPLOY_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--network-isolation", "enable_network_isolation", {"action": "store_const", "const": True}),
     ("--env", "env", {"metavar": "KEY=VALUE", "action": "append"}),
     ("--tag", "tags", {"metavar": "KEY=VALUE", "action": "append"}),
+    ("--data-capture", "data_capture_uri", {"metavar": "S3URI"}),
+    ("--capture-percent", "capture_percent", {"metavar": "N", "type": int}),
 )
 _MAPPINGS = {"env", "tags"}
 

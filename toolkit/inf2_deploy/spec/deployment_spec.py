@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inf2_serving.contract import DTYPE_NAMES, ENDPOINT_NAME, ENDPOINT_NAME_RULE, MODEL_DIR
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..errors import ConfigError
 from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
@@ -27,6 +27,8 @@ _KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 _TAG = re.compile(r"^[\w.:/=+@ -]*$")
 _SECRET_ENV = re.compile(r"(TOKEN|SECRET|PASSWORD|ACCESS_KEY)", re.IGNORECASE)
+# DataCaptureConfig.DestinationS3Uri's limit in SageMaker's service model.
+_MAX_CAPTURE_URI = 512
 
 
 class DeploymentSpec(BaseModel):
@@ -107,6 +109,8 @@ class DeploymentSpec(BaseModel):
     enable_network_isolation: bool = Field(False, description=FIELD_DESCRIPTIONS["enable_network_isolation"])
     env: dict[str, str] = Field(default_factory=dict, description=FIELD_DESCRIPTIONS["env"])
     tags: dict[str, str] = Field(default_factory=dict, description=FIELD_DESCRIPTIONS["tags"])
+    data_capture_uri: str | None = Field(None, description=FIELD_DESCRIPTIONS["data_capture_uri"])
+    capture_percent: int | None = Field(None, ge=1, le=100, description=FIELD_DESCRIPTIONS["capture_percent"])
     price_per_hour: float | None = Field(
         None, gt=0, description=FIELD_DESCRIPTIONS["price_per_hour"]
     )
@@ -203,6 +207,24 @@ class DeploymentSpec(BaseModel):
                 raise ValueError(f"tag key {key!r} must be 1-128 safe characters, not starting with aws:")
             if len(text) > 256 or not _TAG.match(text):
                 raise ValueError(f"tag {key!r} value must be at most 256 safe characters")
+        return value
+
+    @field_validator("data_capture_uri")
+    @classmethod
+    def _data_capture_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        bucket = value.removeprefix("s3://").partition("/")[0]
+        if not value.startswith("s3://") or not BUCKET_NAME.match(bucket) or len(value) > _MAX_CAPTURE_URI:
+            raise ValueError(f"must be an s3://BUCKET/PREFIX URI of at most {_MAX_CAPTURE_URI} characters")
+        return value
+
+    @field_validator("capture_percent")
+    @classmethod
+    def _capture_percent(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # data_capture_uri is declared first, so it is in info.data once it validated.
+        if value is not None and "data_capture_uri" in info.data and info.data["data_capture_uri"] is None:
+            raise ValueError("applies only with data_capture_uri (--data-capture s3://...)")
         return value
 
     def replace(self, **changes: Any) -> DeploymentSpec:

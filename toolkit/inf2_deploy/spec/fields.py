@@ -56,7 +56,9 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
         'S3 key prefix under which artifacts are stored.'
     ),
     "kms_key_id": (
-        'KMS key for server-side encryption of uploads. Default: SSE-S3 (AES256).'
+        "KMS key for the uploads' server-side encryption, the endpoint's storage volume (the endpoint "
+        "config's KmsKeyId, as the SageMaker SDK's kms_key) and captured data. Default: SSE-S3 (AES256) "
+        "and SageMaker's own volume key."
     ),
     "lmi_version": (
         "LMI (djl-inference) neuronx image version, looked up in the SageMaker SDK's registry."
@@ -98,7 +100,16 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
         'Extra environment variables for the container.'
     ),
     "tags": (
-        'Extra tags on every resource created.'
+        'Extra tags on every resource created. A redeploy that changes them updates the endpoint and its '
+        'config in place (AddTags/DeleteTags), nothing else.'
+    ),
+    "data_capture_uri": (
+        "s3:// prefix where the endpoint captures requests and responses (DataCaptureConfig, JSON and "
+        "JSON lines as text). Default: no capture."
+    ),
+    "capture_percent": (
+        "Percent of requests captured (InitialSamplingPercentage), 1-100; needs data_capture_uri. "
+        "Default: 20, as the SageMaker SDK's DataCaptureConfig."
     ),
     "price_per_hour": (
         'Instance price in USD per hour, overriding the reference price.'
