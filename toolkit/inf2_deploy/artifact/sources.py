@@ -3,9 +3,19 @@
 A model is named the way the spec names it (see
 :class:`~inf2_deploy.spec.model_ref.ModelRef`): the alias ``tiny-gptj`` (built
 offline into a cache folder), the alias ``gpt-j-6b`` (EleutherAI/gpt-j-6b on the
-Hugging Face Hub), a Hub id ``owner/name``, or a local folder. A folder holds
-either safetensors (one file, or shards with ``model.safetensors.index.json``)
-or PyTorch ``.bin`` files (one, or shards with ``pytorch_model.bin.index.json``).
+Hugging Face Hub), a Hub id ``owner/name``, an ``s3://`` prefix, or a local
+folder. A folder holds either safetensors (one file, or shards with
+``model.safetensors.index.json``) or PyTorch ``.bin`` files (one, or shards with
+``pytorch_model.bin.index.json``).
+
+Hub and S3 checkpoints are downloaded into the cache first, then converted like
+a local folder. The converter reads tensors at offsets (safetensors) or through
+``torch.load``'s memory map (``.bin``, a zip file), so it needs a seekable file;
+an S3 object streamed straight into it would have to be read in one order, one
+connection at a time. The copy is kept, so converting again (another dtype, a
+rebuilt artifact) downloads nothing. S3 objects come down with s3transfer (ranged
+GETs in parallel, :func:`s3_transfer_config` bounds the memory), and a copy is
+current while each object's ETag is the one recorded when it was downloaded.
 
 Resolving a source checks that the checkpoint is complete (config, every shard
 the index names) without reading any weights, and gives it a cheap fingerprint
@@ -14,15 +24,18 @@ source can be skipped without hashing gigabytes.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelSourceError
+from ..atomic import atomic_write_text
+from ..errors import AwsError, ModelSourceError
 from ..spec.model_ref import ModelRef, read_model_json
 
 __all__ = [
@@ -34,6 +47,8 @@ __all__ = [
     "open_checkpoint",
     "resolve_checkpoint",
     "hub_allow_patterns",
+    "S3_OBJECTS_NAME",
+    "s3_transfer_config",
 ]
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -48,6 +63,11 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_conf
                    "special_tokens_map.json", "added_tokens.json")
 _METADATA_FILES = ("config.json", "generation_config.json")
 TINY_SEED = 0
+#: In the local copy of an S3 checkpoint: ``{name: [size, etag]}`` of each object as downloaded.
+S3_OBJECTS_NAME = ".s3-objects.json"
+_S3_CONCURRENCY = 10
+_S3_IO_CHUNK = 256 * 1024
+_S3_IO_QUEUE = 64
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,7 @@ def open_checkpoint(directory: str | os.PathLike[str], *, kind: str = "local", s
 
     Args:
         directory: the folder.
-        kind: how it was obtained (``local``, ``hub``, ``tiny-gptj``), for the manifest.
+        kind: how it was obtained (``local``, ``hub``, ``s3``, ``tiny-gptj``), for the manifest.
         source_id: the name the user gave; defaults to the folder path.
 
     Raises:
@@ -220,20 +240,151 @@ def _tiny_checkpoint(model: str, cache_dir: str | os.PathLike[str] | None) -> Ch
     return open_checkpoint(built, kind="tiny-gptj", source_id=model)
 
 
+def s3_transfer_config() -> Any:
+    """The s3transfer settings for checkpoint downloads.
+
+    Memory: parts arrive in ``io_chunksize`` pieces that wait in a queue of at most
+    ``max_io_queue_size`` for the writer thread, so 64 x 256 KiB = 16 MiB, plus one
+    256 KiB read per request thread: about 19 MiB whatever the checkpoint's size.
+    """
+    from s3transfer.manager import TransferConfig
+
+    return TransferConfig(max_request_concurrency=_S3_CONCURRENCY, io_chunksize=_S3_IO_CHUNK,
+                          max_io_queue_size=_S3_IO_QUEUE)
+
+
+def _s3_listing(s3: Any, bucket: str, key_prefix: str) -> dict[str, tuple[int, str]]:
+    """``{name: (size, etag)}`` of the objects right under ``key_prefix`` (a checkpoint is flat)."""
+    from ..aws.session import aws_errors
+
+    found = {}
+    with aws_errors(f"s3:ListObjectsV2 s3://{bucket}/{key_prefix}"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(key_prefix):]
+                if name and "/" not in name:
+                    found[name] = (int(obj["Size"]), obj["ETag"])
+    return found
+
+
+def _s3_wanted(listing: dict[str, tuple[int, str]], url: str) -> dict[str, tuple[int, str]]:
+    """The objects of the preferred weight format, the config and the tokenizer: as from the Hub."""
+    for fmt, single, index_name, _shards in WEIGHT_FORMATS:
+        if single in listing or index_name in listing:
+            patterns = hub_allow_patterns(fmt)
+            return {name: meta for name, meta in listing.items()
+                    if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
+    expected = " or ".join(f"{single} / {index}" for _f, single, index, _s in WEIGHT_FORMATS)
+    raise ModelSourceError(f"{url} holds no checkpoint weights ({expected})", field="model", value=url,
+                           hint="point at the folder that holds config.json and the weights")
+
+
+class _Counter:
+    """Sums bytes from s3transfer's threads and reports them as ``download`` progress."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
+        self._total, self._progress, self._done = total, progress, 0
+        self._lock = threading.Lock()
+
+    def add(self, amount: int) -> None:
+        with self._lock:
+            self._done += amount  # negative when s3transfer rewinds a part to retry it
+            done = self._done
+        if self._progress is not None:
+            self._progress(done, self._total, "download")
+
+
+class _Fetch:
+    """An s3transfer subscriber for one object: its listed size and ETag spare a HeadObject, and
+    s3transfer sends the ETag as ``IfMatch`` with every GET, so the copy is the version listed or the
+    download fails, never a mix of two uploads. (s3transfer finds ``on_*`` methods by name.)"""
+
+    def __init__(self, size: int, etag: str, counter: _Counter) -> None:
+        self._size, self._etag, self._counter = size, etag, counter
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self._size)
+        future.meta.provide_object_etag(self._etag)
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._counter.add(bytes_transferred)
+
+
+def _s3_download(s3: Any, bucket: str, key_prefix: str, wanted: dict[str, tuple[int, str]], folder: Path,
+                 progress: ProgressCallback | None) -> None:
+    """Bring ``folder`` up to date with ``wanted``: fetch what changed, drop what is no longer there."""
+    from s3transfer.exceptions import S3DownloadFailedError
+    from s3transfer.manager import TransferManager
+
+    from ..aws.session import aws_errors
+
+    try:
+        recorded = json.loads((folder / S3_OBJECTS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = {}
+    current = {name for name, (size, etag) in wanted.items()
+               if recorded.get(name) == [size, etag] and (folder / name).is_file()
+               and (folder / name).stat().st_size == size}
+    for stale in folder.glob("*") if folder.is_dir() else ():
+        if stale.name not in wanted and stale.name != S3_OBJECTS_NAME and stale.is_file():
+            stale.unlink()  # e.g. the shards of an earlier upload: the index must not find them
+    missing = sorted(set(wanted) - current)
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = _Counter(sum(wanted[name][0] for name in missing), progress)
+    action = f"s3:GetObject s3://{bucket}/{key_prefix}"
+    with aws_errors(action), TransferManager(s3, s3_transfer_config()) as manager:
+        futures = [manager.download(bucket, key_prefix + name, str(folder / name),
+                                    subscribers=[_Fetch(*wanted[name], counter)]) for name in missing]
+        try:
+            for future in futures:
+                future.result()
+        except S3DownloadFailedError as exc:  # an ETag mismatch, or retries used up
+            raise AwsError(f"{action} failed: {exc}", hint="if the checkpoint was being replaced, run again "
+                                                           "once the upload is complete") from exc
+    atomic_write_text(folder / S3_OBJECTS_NAME,
+                      json.dumps({name: list(meta) for name, meta in sorted(wanted.items())}, indent=1) + "\n")
+
+
+def _s3_checkpoint(url: str, *, cache_dir: str | os.PathLike[str] | None, progress: ProgressCallback | None,
+                   s3: Any) -> Checkpoint:
+    from ..aws.s3 import split_s3_uri
+
+    bucket, key = split_s3_uri(url)
+    key_prefix = key.strip("/") + "/" if key.strip("/") else ""
+    if any(part in (".", "..") for part in key_prefix.split("/")):
+        # The copy's folder is named after the prefix, so it must stay inside the cache.
+        raise ModelSourceError(f"{url} has a . or .. path segment", field="model", value=url)
+    folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "s3" / bucket / key_prefix
+    if s3 is None:
+        from ..aws.session import make_session
+
+        s3 = make_session().client("s3")
+    wanted = _s3_wanted(_s3_listing(s3, bucket, key_prefix), url)
+    _s3_download(s3, bucket, key_prefix, wanted, folder, progress)
+    checkpoint = open_checkpoint(folder, kind="s3", source_id=url)
+    # The objects' ETags name the content, where the copy's modification times name only the download.
+    fingerprint = hashlib.sha256(json.dumps(sorted(wanted.items())).encode("utf-8")).hexdigest()
+    return replace(checkpoint, source={**checkpoint.source, "fingerprint": fingerprint})
+
+
 def resolve_checkpoint(
     model: str,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     snapshot_download: Callable[..., str] | None = None,
+    s3: Any = None,
 ) -> Checkpoint:
     """Find (building or downloading if needed) the checkpoint ``model`` names.
 
     Args:
-        model: ``tiny-gptj``, ``gpt-j-6b``, a Hugging Face id ``owner/name`` or a local folder.
-        cache_dir: where ``tiny-gptj`` is built; default :func:`default_cache_dir`.
+        model: ``tiny-gptj``, ``gpt-j-6b``, a Hugging Face id ``owner/name``, an ``s3://`` prefix
+            or a local folder.
+        cache_dir: where ``tiny-gptj`` is built and S3 checkpoints are copied (under ``s3/``);
+            default :func:`default_cache_dir`.
         progress: called with download progress in bytes, label ``download``.
         snapshot_download: ``huggingface_hub.snapshot_download`` or a stand-in with its signature.
+        s3: the boto3 S3 client for ``s3://`` models; default one from the standard AWS resolution.
 
     Returns:
         The checked checkpoint.
@@ -241,13 +392,13 @@ def resolve_checkpoint(
     Raises:
         ModelSourceError: ``model`` is no model reference (see :meth:`ModelRef.parse`), or the
             checkpoint cannot be found, fetched, or is incomplete.
+        AwsError: listing or downloading an ``s3://`` checkpoint failed.
     """
     ref = ModelRef.parse(model)
     if ref.kind == "tiny":
         return _tiny_checkpoint(model, cache_dir)
     if ref.kind == "s3":
-        raise ModelSourceError(f"cannot package from {model}: packaging reads a local folder or the Hub",
-                               field="model", value=model, hint="download the checkpoint first")
+        return _s3_checkpoint(ref.location, cache_dir=cache_dir, progress=progress, s3=s3)
     if ref.kind == "local":
         return open_checkpoint(ref.path, kind="local", source_id=model)
     return _hub_checkpoint(ref.location, snapshot_download=snapshot_download, progress=progress)
