@@ -67,19 +67,76 @@ def test_invalid_settings_name_the_field(field, value, fragment):
     assert info.value.exit_code == 2
 
 
-def test_unknown_key_lists_allowed(tmp_path):
+def test_unknown_key_gets_the_closest_setting(tmp_path):
     path = tmp_path / "spec.yaml"
-    path.write_text("modle: gpt-j-6b\n")
+    path.write_text("modle: gpt-j-6b\ninstance-typ: ml.inf2.xlarge\n")
     with pytest.raises(ConfigError) as info:
         load_spec(path)
-    assert info.value.field == "modle"
+    assert info.value.problems == [
+        ("modle", "unknown setting; did you mean model? (got 'gpt-j-6b')"),
+        ("instance-typ", "unknown setting; did you mean instance_type? (got 'ml.inf2.xlarge')"),
+    ]
+
+
+def test_unknown_key_with_nothing_close_lists_allowed(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("colour: blue\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    assert info.value.field == "colour"
+    assert "allowed settings are model, endpoint_name," in str(info.value)
     assert "tensor_parallel_degree" in str(info.value)
 
 
-def test_every_problem_is_collected():
+@pytest.mark.parametrize("suffix", [".yaml", ".toml"])
+def test_a_file_may_use_the_cli_names(tmp_path, suffix):
+    settings = {"instance-type": '"ml.inf2.24xlarge"', "tp": "4", "batch-size": "2", "role":
+                '"arn:aws:iam::123456789012:role/R"', "kms-key": '"alias/k"', "startup-timeout": "600",
+                "network-isolation": "true"}
+    path = tmp_path / f"spec{suffix}"
+    separator = ": " if suffix == ".yaml" else " = "
+    path.write_text("".join(f"{key}{separator}{value}\n" for key, value in settings.items()))
+    spec = load_spec(path)
+    assert (spec.instance_type, spec.tensor_parallel_degree, spec.batch_size) == ("ml.inf2.24xlarge", 4, 2)
+    assert (spec.role_arn, spec.kms_key_id) == ("arn:aws:iam::123456789012:role/R", "alias/k")
+    assert (spec.startup_health_check_timeout, spec.enable_network_isolation) == (600, True)
+
+
+def test_a_field_name_with_hyphens_is_the_field(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("tensor-parallel-degree: 2\nenable-network-isolation: true\n")
+    spec = load_spec(path)
+    assert (spec.tensor_parallel_degree, spec.enable_network_isolation) == (2, True)
+
+
+def test_two_spellings_of_one_setting_are_refused(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("tp: 2\ntensor_parallel_degree: 4\ninstance_type: ml.inf2.xlarge\ninstance-type: ml.inf2.8xlarge\n")
     with pytest.raises(ConfigError) as info:
-        load_spec(batch_size=0, dtype="int8")
-    assert {field for field, _ in info.value.problems} == {"batch_size", "dtype"}
+        load_spec(path)
+    assert [field for field, _ in info.value.problems] == ["tensor_parallel_degree", "instance-type"]
+    assert "sets tensor_parallel_degree again (tp set it already" in str(info.value)
+
+
+def test_the_cli_names_cover_every_spec_flag():
+    from inf2_deploy.cli.spec_flags import DEPLOY_FLAGS, PLAN_FLAGS, config_aliases
+
+    aliases = config_aliases()
+    for flag, field, _options in PLAN_FLAGS + DEPLOY_FLAGS:
+        name = flag.removeprefix("--")
+        assert aliases.get(name, name.replace("-", "_")) == field, flag
+        assert field in DeploymentSpec.model_fields
+    assert aliases["tp"] == "tensor_parallel_degree"
+
+
+def test_every_problem_is_collected_and_listed():
+    with pytest.raises(ConfigError) as info:
+        load_spec(batch_size=0, dtype="int8", region="mars")
+    assert [field for field, _ in info.value.problems] == ["region", "batch_size", "dtype"]
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("region: must look like us-east-1")
+    assert [line.split(":")[0] for line in lines[1:]] == ["  batch_size", "  dtype"]
+    assert "more problem" not in str(info.value)
 
 
 @pytest.mark.parametrize(("name", "text", "fragment"), [

@@ -75,21 +75,26 @@ class ConfigError(Inf2DeployError, ValueError):
 
     exit_code = 2
 
-    #: every (field, message) found, when validation collected more than one
+    #: every (field, message) found; validation collects them all before raising
     problems: list[tuple[str, str]]
 
     @classmethod
     def from_problems(cls, problems: list[tuple[str, str]]) -> ConfigError:
-        """One error for a list of ``(field, message)`` problems, naming the first."""
+        """One error for a list of ``(field, message)`` problems: it names the first, and its text
+        lists every one, a line each."""
         field, message = problems[0]
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        error = cls(message + more, field=field)
+        error = cls(message, field=field)
         error.problems = list(problems)
         return error
 
     def __init__(self, message: str, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.problems = [(self.field or "", message)]
+
+    def __str__(self) -> str:
+        # The first problem reads as any one-problem error; the others follow it, one per line.
+        others = [f"  {field}: {message}" if field else f"  {message}" for field, message in self.problems[1:]]
+        return "\n".join([super().__str__(), *others])
 
 
 class PlanError(ConfigError):

@@ -1,6 +1,8 @@
 """CLI flags for deployment spec fields, shared by plan, package and deploy.
 
 Each flag's help is the spec field's own description, so the two cannot drift.
+A config file may use these flags' names in place of field names
+(:func:`config_aliases`).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from ..spec.fields import DTYPES, FIELD_DESCRIPTIONS, INSTANCE_TYPES
 if TYPE_CHECKING:
     from ..spec.deployment_spec import DeploymentSpec
 
-__all__ = ["PLAN_FLAGS", "DEPLOY_FLAGS", "add_spec_flags", "spec_from_args"]
+__all__ = ["PLAN_FLAGS", "DEPLOY_FLAGS", "add_spec_flags", "config_aliases", "spec_from_args"]
 
 # flag, spec field, extra argparse options
 PLAN_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -50,6 +52,18 @@ DEPLOY_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--capture-percent", "capture_percent", {"metavar": "N", "type": int}),
 )
 _MAPPINGS = {"env", "tags"}
+# Names a config file may use that no flag spells: tp is what everyone calls the degree.
+_SHORT_NAMES = {"tp": "tensor_parallel_degree"}
+
+
+def config_aliases() -> dict[str, str]:
+    """Config-file key -> spec field, for the CLI's names: each flag without its dashes
+    (``instance-type``, ``tp-degree``, ``role``), the same with underscores, and ``tp``."""
+    aliases = dict(_SHORT_NAMES)
+    for flag, name, _options in PLAN_FLAGS + DEPLOY_FLAGS:
+        key = flag.removeprefix("--")
+        aliases.update({spelled: name for spelled in (key, key.replace("-", "_")) if spelled != name})
+    return aliases
 
 
 def add_spec_flags(parser: argparse.ArgumentParser, *, deploy: bool = False) -> None:

@@ -1,12 +1,14 @@
 """The deployment spec: one frozen, validated description of a deployment.
 
 A spec loads from a YAML or TOML file, from keyword arguments and from CLI
-flags; later sources override earlier ones. Unknown keys are rejected and every
-error names the field. ``docs/configuration.md`` is generated from the field
-descriptions (``inf2-deploy config-reference``).
+flags; later sources override earlier ones. A file may name a setting by its
+field (``instance_type``) or by its CLI flag (``instance-type``, ``tp``). Unknown
+keys are rejected with the closest known one, and every error names the field.
+``docs/configuration.md`` is generated from the field descriptions (``inf2-deploy config-reference``).
 """
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +16,7 @@ from typing import Any, Literal
 from inf2_serving.contract import DTYPE_NAMES, ENDPOINT_NAME, ENDPOINT_NAME_RULE, MODEL_DIR
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from ..cli.spec_flags import config_aliases
 from ..errors import ConfigError
 from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
 from .validators import BUCKET_NAME, REGION_NAME, check_path, path_problem
@@ -242,10 +245,37 @@ def build_spec(values: dict[str, Any]) -> DeploymentSpec:
             field = ".".join(str(part) for part in error["loc"]) or "spec"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = f"unknown setting; allowed settings are {', '.join(DeploymentSpec.model_fields)}"
+                message = _unknown_setting(field)
             shown = repr(error.get("input"))
             problems.append((field, f"{message} (got {shown[:80] + '...' if len(shown) > 80 else shown})"))
         raise ConfigError.from_problems(problems) from None
+
+
+def _unknown_setting(key: str) -> str:
+    known = {**{name: name for name in DeploymentSpec.model_fields}, **config_aliases()}
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), list(known), n=1)
+    if close:
+        return f"unknown setting; did you mean {known[close[0]]}?"
+    return f"unknown setting; allowed settings are {', '.join(DeploymentSpec.model_fields)}"
+
+
+def _field_names(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The file's settings keyed by field name: a CLI name (instance-type, tp) becomes its field's."""
+    aliases = config_aliases()
+    values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    problems = []
+    for key, value in data.items():
+        name = str(key)
+        if name not in DeploymentSpec.model_fields:
+            underscored = name.replace("-", "_")
+            name = underscored if underscored in DeploymentSpec.model_fields else aliases.get(name, name)
+        if name in values:
+            problems.append((str(key), f"sets {name} again ({spelled[name]} set it already in {path})"))
+        values[name], spelled[name] = value, str(key)
+    if problems:
+        raise ConfigError.from_problems(problems)
+    return values
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -276,7 +306,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} must end in .yaml, .yml or .toml", field="config", value=str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings", field="config", value=str(path))
-    return data
+    return _field_names(data, path)
 
 
 def load_spec(config_file: str | Path | None = None, **overrides: Any) -> DeploymentSpec:
