@@ -16,7 +16,8 @@ DTYPES = DTYPE_NAMES
 FIELD_DESCRIPTIONS: dict[str, str] = {
     "model": (
         'What to deploy: the alias gpt-j-6b or tiny-gptj, a Hugging Face id (owner/name), a local '
-        'checkpoint folder, or an s3:// prefix holding one.'
+        'checkpoint folder, or an s3:// prefix holding one (copied into the cache, like a Hub checkpoint, '
+        'before it is converted).'
     ),
     "endpoint_name": (
         'SageMaker endpoint name: letters, digits and hyphens, at most 63 characters. Default: '
@@ -34,7 +35,7 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     ),
     "tensor_parallel_degree": (
         'NeuronCores that share the model (tp). Must divide the attention heads. Default: the '
-        'smallest that fits.'
+        'largest that fits the instance, so that the NeuronCores it pays for do the work.'
     ),
     "n_positions": (
         'Longest sequence (prompt + generated tokens) the compiled graphs accept. Default: the '
