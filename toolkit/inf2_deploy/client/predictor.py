@@ -10,6 +10,10 @@ They share one interface::
     predictor.generate_batch(["a", "b"])                    # -> [str, str]
     for text in predictor.stream("Hello"): ...              # token texts as they arrive
     for line in predictor.stream_events("Hello"): ...       # every parsed JSON line
+    predictor.predict({"inputs": "Hello"})                  # the request dict in, the response dict out
+    predictor.invoke(b"...", content_type="text/csv")      # bytes as is, as InvokeEndpoint sends them
+
+and :meth:`Predictor.delete_endpoint` deletes the endpoint as ``inf2-deploy delete`` does.
 
 Generation parameters are checked on the client, so a typo fails with a
 :class:`~inf2_deploy.errors.ConfigError` before a paid call. Every error the
@@ -19,12 +23,16 @@ endpoint answers with, whatever the transport, is an
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from inf2_serving.contract import (
+    ENDPOINT_NAME,
+    ENDPOINT_NAME_RULE,
     PARAMETER_NAMES,
     InvalidParameters,
     lone_surrogate_at,
@@ -38,7 +46,9 @@ from .jsonlines import JsonLinesError, iter_json_lines
 
 __all__ = [
     "GENERATION_PARAMETERS",
+    "InvokeResponse",
     "LocalPredictor",
+    "MAX_BODY_BYTES",
     "Predictor",
     "check_parameters",
     "runtime_client",
@@ -46,8 +56,14 @@ __all__ = [
 
 _JSON = "application/json"
 _JSON_LINES = "application/jsonlines"
+# The header SageMaker passes custom attributes in, both ways, to and from the container.
+_CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+# InvokeEndpoint's header fields: at most 1024 characters; printable ASCII, as HTTP headers carry them.
+_HEADER_TEXT = re.compile(r"^[\x20-\x7e]{0,1024}$")
 DEFAULT_LOCAL_TIMEOUT = 300.0
 """Seconds LocalPredictor waits for an answer (or for the next streamed bytes)."""
+MAX_BODY_BYTES = 6 * 1024 * 1024
+"""InvokeEndpoint's largest request body (the sagemaker-runtime service model's Body limit)."""
 
 
 def _is_int(value: Any) -> bool:
@@ -88,11 +104,51 @@ def _check_text(text: str, field: str) -> None:
         raise ConfigError(str(text_problem(text)), field=field, value=text[max(0, index - 20):index + 20])
 
 
-def _check_prompt(prompt: Any) -> str:
+def _check_prompt(prompt: Any, field: str = "prompt") -> str:
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError("must be a non-empty string", field="prompt", value=prompt)
-    _check_text(prompt, "prompt")
+        raise ConfigError("must be a non-empty string", field=field, value=prompt)
+    _check_text(prompt, field)
     return prompt
+
+
+def _check_request(data: Any) -> None:
+    """``data`` is an LMI request that asks for one JSON answer (the rules the server applies)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError('must be a dict like {"inputs": "Hello", "parameters": {...}}', field="data", value=data)
+    unknown = sorted(set(data) - {"inputs", "parameters", "stream"})
+    if unknown:
+        raise ConfigError("is not a request field; a request has inputs, parameters and stream", field=unknown[0])
+    if data.get("stream"):
+        raise ConfigError("predict returns one answer; stream with stream() or stream_events()", field="stream")
+    inputs = data.get("inputs")
+    if isinstance(inputs, list) and inputs:
+        for index, prompt in enumerate(inputs):
+            _check_prompt(prompt, f"inputs[{index}]")
+    else:
+        _check_prompt(inputs, "inputs")
+    parameters = data.get("parameters", {})
+    if not isinstance(parameters, Mapping):
+        raise ConfigError("must be a dict of generation parameters", field="parameters", value=parameters)
+    check_parameters(parameters)
+
+
+def _check_invoke(body: Any, content_type: Any, accept: Any, custom_attributes: Any, target_variant: Any) -> None:
+    """The InvokeEndpoint fields, by the service model's rules; every problem at once."""
+    problems = []
+    if not isinstance(body, (bytes, bytearray)):
+        problems.append(("body", f"must be bytes, got {type(body).__name__}"))
+    elif len(body) > MAX_BODY_BYTES:
+        problems.append(("body", f"is {len(body)} bytes; InvokeEndpoint takes at most {MAX_BODY_BYTES}"))
+    headers = (("content_type", content_type), ("accept", accept), ("custom_attributes", custom_attributes))
+    for field, value in headers:
+        if value is not None and not (isinstance(value, str) and _HEADER_TEXT.match(value)):
+            problems.append((field, f"must be at most 1024 printable ASCII characters, got {str(value)[:80]!r}"))
+    if not content_type:
+        problems.append(("content_type", "must name the body's media type, e.g. application/json"))
+    if target_variant is not None and not (isinstance(target_variant, str) and ENDPOINT_NAME.match(target_variant)):
+        problems.append(("target_variant", f"{ENDPOINT_NAME_RULE}, got {str(target_variant)[:80]!r}"))
+    if problems:
+        raise ConfigError.from_problems(problems)
 
 
 def _request(inputs: str | list[str], parameters: dict[str, Any], *, stream: bool) -> bytes:
@@ -123,18 +179,83 @@ def _error_text(raw: str | bytes | None) -> tuple[str | None, int | None]:
     return text.strip()[:500], None
 
 
+@dataclass(frozen=True)
+class InvokeResponse:
+    """A deployment's raw answer to :meth:`Predictor.invoke`, as InvokeEndpoint returns it."""
+
+    body: bytes
+    content_type: str | None = None
+    #: the container's X-Amzn-SageMaker-Custom-Attributes answer header, if it set one
+    custom_attributes: str | None = None
+    #: the production variant that answered (SageMaker only)
+    invoked_variant: str | None = None
+
+
 class _PredictorBase(ABC):
-    """The client interface; subclasses supply the transport (``_post`` and ``_post_stream``)."""
+    """The client interface; subclasses supply the transport (``_invoke`` and ``_post_stream``)."""
 
     endpoint_name: str
 
     @abstractmethod
-    def _post(self, payload: bytes) -> Any:
-        """Send one request and return the decoded JSON answer."""
+    def _invoke(self, body: bytes, content_type: str, accept: str | None, custom_attributes: str | None,
+                target_variant: str | None) -> InvokeResponse:
+        """Send ``body`` as is and return the answer; an error answer raises InvocationError."""
 
     @abstractmethod
     def _post_stream(self, payload: bytes) -> Iterator[bytes]:
         """Send one streaming request and yield the answer's bytes as they arrive."""
+
+    def _post(self, payload: bytes) -> Any:
+        """Send one JSON request and return the decoded JSON answer."""
+        answer = self._invoke(payload, _JSON, _JSON, None, None)
+        try:
+            return json.loads(answer.body)
+        except ValueError:
+            raise InvocationError(f"{self.endpoint_name} answered with non-JSON: {answer.body[:200]!r}") from None
+
+    def invoke(
+        self,
+        body: bytes,
+        *,
+        content_type: str = _JSON,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
+    ) -> InvokeResponse:
+        """Send ``body`` unchanged, as InvokeEndpoint does, and return the answer unparsed.
+
+        Args:
+            body: the request bytes (at most :data:`MAX_BODY_BYTES`).
+            content_type: the body's media type.
+            accept: the media type asked for in the answer.
+            custom_attributes: passed to the container in ``X-Amzn-SageMaker-Custom-Attributes``.
+            target_variant: the production variant to invoke (SageMaker only).
+
+        Raises:
+            ConfigError: a field breaks InvokeEndpoint's rules, or ``target_variant`` for a local
+                server (nothing was sent).
+            InvocationError: the endpoint answered with an error.
+        """
+        _check_invoke(body, content_type, accept, custom_attributes, target_variant)
+        return self._invoke(bytes(body), content_type, accept, custom_attributes, target_variant)
+
+    def predict(self, data: Mapping[str, Any]) -> dict[str, Any] | list[Any]:
+        """Send ``data`` as the LMI request JSON and return the decoded answer, as the SageMaker SDK's
+        ``Predictor`` with its JSON serializer and deserializer does.
+
+        Args:
+            data: ``{"inputs": "Hello" or ["a", "b"], "parameters": {...}}``.
+
+        Returns:
+            ``{"generated_text": ...}`` (and ``details`` when asked) for one prompt; a list of them
+            for a list of prompts.
+
+        Raises:
+            ConfigError: ``data`` is not a request the server accepts, or asks to stream (nothing was sent).
+            InvocationError: the endpoint answered with an error.
+        """
+        _check_request(data)
+        return self._post(json.dumps(dict(data)).encode("utf-8"))
 
     def generate(self, prompt: str, **parameters: Any) -> str | dict[str, Any]:
         """Generate a completion for ``prompt``.
@@ -235,6 +356,20 @@ def _token_texts(events: Iterator[dict[str, Any]]) -> Iterator[str]:
 # --- SageMaker -----------------------------------------------------------------------------------------
 
 
+def _aws_session(region: str | None, session: Any) -> Any:
+    """Our :class:`~inf2_deploy.aws.session.Session` from what the caller gave."""
+    from ..aws.session import Session, make_session
+
+    if session is None:
+        return make_session(region)
+    if isinstance(session, Session):
+        return session
+    region = region or session.region_name  # a boto3.Session
+    if not region:
+        raise CredentialsError("no AWS region configured", field="region", hint="pass --region or set AWS_REGION")
+    return Session(session, region)
+
+
 def runtime_client(*, region: str | None = None, session: Any = None) -> Any:
     """The ``sagemaker-runtime`` client, from :mod:`inf2_deploy.aws.session` (adaptive retries).
 
@@ -246,17 +381,7 @@ def runtime_client(*, region: str | None = None, session: Any = None) -> Any:
     Raises:
         CredentialsError: no region or no credentials could be found.
     """
-    from ..aws.session import Session, make_session
-
-    if session is None:
-        session = make_session(region)
-    elif not isinstance(session, Session):  # a boto3.Session
-        region = region or session.region_name
-        if not region:
-            raise CredentialsError("no AWS region configured", field="region",
-                                   hint="pass --region or set AWS_REGION")
-        session = Session(session, region)
-    return session.client("sagemaker-runtime")
+    return _aws_session(region, session).client("sagemaker-runtime")
 
 
 def _aws_error(exc: Exception, endpoint_name: str) -> Exception:
@@ -321,23 +446,25 @@ class Predictor(_PredictorBase):
         self.endpoint_name = check_endpoint_name(endpoint_name, "endpoint_name")
         self._owns_client = client is None
         self._client = client if client is not None else runtime_client(region=region, session=session)
+        self._session = session  # for delete_endpoint's SageMaker calls
 
     def __repr__(self) -> str:
         return f"Predictor({self.endpoint_name!r}, region={self._client.meta.region_name!r})"
 
-    def _post(self, payload: bytes) -> Any:
+    def _invoke(self, body: bytes, content_type: str, accept: str | None, custom_attributes: str | None,
+                target_variant: str | None) -> InvokeResponse:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        optional = {"Accept": accept, "CustomAttributes": custom_attributes, "TargetVariant": target_variant}
         try:
             response = self._client.invoke_endpoint(
-                EndpointName=self.endpoint_name, Body=payload, ContentType=_JSON, Accept=_JSON)
+                EndpointName=self.endpoint_name, Body=body, ContentType=content_type,
+                **{key: value for key, value in optional.items() if value is not None})
             data = response["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             raise _aws_error(exc, self.endpoint_name) from None
-        try:
-            return json.loads(data)
-        except ValueError:
-            raise InvocationError(f"{self.endpoint_name} answered with non-JSON: {data[:200]!r}") from None
+        return InvokeResponse(data, response.get("ContentType"), response.get("CustomAttributes"),
+                              response.get("InvokedProductionVariant"))
 
     def _post_stream(self, payload: bytes) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -362,6 +489,26 @@ class Predictor(_PredictorBase):
                 events.close()  # frees the connection when the caller stops early
         except (ClientError, BotoCoreError) as exc:
             raise _aws_error(exc, self.endpoint_name) from None
+
+    def delete_endpoint(self, *, purge_artifacts: bool = False, wait: bool = False) -> list[str]:
+        """Delete the endpoint, its endpoint config and model(s): the teardown of ``inf2-deploy delete``.
+
+        Args:
+            purge_artifacts: also delete the artifact in S3 that no other live model uses.
+            wait: when the endpoint is still Creating or Updating, wait for it to settle first.
+
+        Returns:
+            What was deleted, one item per resource.
+
+        Raises:
+            EndpointNotFoundError: no such endpoint and nothing left of one.
+            AwsError: the endpoint is busy and ``wait`` is false, or a call failed.
+        """
+        from ..aws.teardown import delete_deployment
+
+        session = _aws_session(self._client.meta.region_name, self._session)
+        return list(delete_deployment(self.endpoint_name, purge_artifacts=purge_artifacts, wait=wait,
+                                      session=session))
 
     def close(self) -> None:
         if self._owns_client:
@@ -411,19 +558,21 @@ class LocalPredictor(_PredictorBase):
         return InvocationError(f"{self.endpoint_name}: {message or response.reason_phrase}",
                                status=response.status_code)
 
-    def _post(self, payload: bytes) -> Any:
+    def _invoke(self, body: bytes, content_type: str, accept: str | None, custom_attributes: str | None,
+                target_variant: str | None) -> InvokeResponse:
+        if target_variant is not None:
+            raise ConfigError("applies to SageMaker endpoints only; a local server has one model",
+                              field="target_variant", value=target_variant)
+        optional = {"Accept": accept, _CUSTOM_ATTRIBUTES: custom_attributes}
+        headers = {"Content-Type": content_type, **{key: value for key, value in optional.items() if value is not None}}
         try:
-            response = self._http.post(f"{self.url}/invocations", content=payload,
-                                       headers={"Content-Type": _JSON, "Accept": _JSON})
+            response = self._http.post(f"{self.url}/invocations", content=body, headers=headers)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         if response.status_code >= 400:
             raise self._http_error(response)
-        try:
-            return response.json()
-        except ValueError:
-            raise InvocationError(f"{self.endpoint_name} answered with non-JSON: {response.text[:200]!r}",
-                                  status=response.status_code) from None
+        return InvokeResponse(response.content, response.headers.get("content-type"),
+                              response.headers.get(_CUSTOM_ATTRIBUTES))
 
     def _post_stream(self, payload: bytes) -> Iterator[bytes]:
         try:
