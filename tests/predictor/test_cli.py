@@ -58,7 +58,9 @@ def test_invoke_an_unknown_endpoint_is_one_line_exit_2(stubbed_runtime: Stubber,
     ("argv", "field"),
     [(["invoke", "bad_name!", "Hi"], "name"), (["invoke", "gptj-prod", "Hi", "--top-p", "1.5"], "top_p"),
      (["invoke", "gptj-prod", "Hi", "--max-new-tokens", "0"], "max_new_tokens"),
-     (["chat", "gptj-prod", "--seed", "-1"], "seed"), (["invoke", "x", "Hi", "--url", "localhost:8080"], "url")],
+     (["chat", "gptj-prod", "--seed", "-1"], "seed"), (["invoke", "Hi", "--url", "localhost:8080"], "url"),
+     (["invoke", "x", "Hi", "--url", "http://127.0.0.1:9"], "url"),
+     (["invoke", "--url", "http://127.0.0.1:9"], "prompt"), (["invoke"], "name")],
 )
 def test_config_errors_exit_2_before_any_call(stubbed_runtime: Stubber, capsys: pytest.CaptureFixture[str],
                                               argv: list[str], field: str) -> None:
@@ -82,7 +84,7 @@ def test_invoke_and_chat_share_the_generation_flags() -> None:
 def test_chat_reports_each_failed_prompt_and_exits_1(unused_port: int, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("first\nsecond\n"))
-    assert main(["chat", "down", "--url", f"http://127.0.0.1:{unused_port}"]) == 1
+    assert main(["chat", "--url", f"http://127.0.0.1:{unused_port}"]) == 1
     err = capsys.readouterr().err
     assert err.count("error: cannot reach") == 2
 
@@ -93,13 +95,13 @@ def test_chat_with_piped_stdin_streams_each_answer(server_url: str, monkeypatch:
     with LocalPredictor(server_url) as predictor:
         expected = [predictor.generate(p, max_new_tokens=5) for p in ("Hello world", "One two three")]
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello world\n\n  \nOne two three\nquit\nnever sent\n"))
-    assert main(["chat", "any", "--url", server_url, "--max-new-tokens", "5"]) == 0
+    assert main(["chat", "--url", server_url, "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out == "".join(text + "\n" for text in expected)
 
 
 @pytest.mark.slow
 def test_invoke_details_prints_the_response_json(server_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["invoke", "any", "Hello", "--url", server_url, "--details", "--max-new-tokens", "3"]) == 0
+    assert main(["invoke", "--url", server_url, "Hello", "--details", "--max-new-tokens", "3"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["details"]["generated_tokens"] == 3 and isinstance(body["generated_text"], str)
 

@@ -3,7 +3,9 @@
 Start-up stays fast: this module and the command modules import only the
 standard library at load time; each command imports what it needs in ``run``.
 Our errors become one line on stderr with exit code 2 (usage, config) or 1
-(runtime); ``--debug`` shows the traceback instead.
+(runtime); a config error with several problems adds one line for each of the
+others; ``--debug`` shows the traceback instead. A flag a command does not know
+is that command's usage error, with a "did you mean" (:class:`CommandParser`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 from ..errors import Inf2DeployError
 from ..version import __version__
+from .arg_types import CommandParser
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -42,14 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inf2-deploy",
         description="Deploy GPT-J to Amazon SageMaker on AWS Inferentia2: plan, package, deploy, "
         "invoke, benchmark and delete.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     subparsers.required = True
     for _name, module_name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{module_name}")
         module.add_parser(subparsers)
+    commands: dict[str, CommandParser] = subparsers.choices
+    owners: dict[str, list[str]] = {}
+    for name, command in commands.items():
+        for flag in command.flags():
+            owners.setdefault(flag, []).append(name)
+    for name, command in commands.items():  # so that `plan --role` can say --role is deploy's
+        command.flag_commands = {flag: names for flag, names in owners.items() if name not in names}
     return parser
 
 

@@ -10,7 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from .invoke_cmd import add_generation_flags, add_target_flags, generation_parameters, predictor_for
+from .arg_types import add_target_arguments, target_from_args
+from .invoke_cmd import add_generation_flags, generation_parameters
 
 __all__ = ["add_parser", "run", "chat_loop"]
 
@@ -23,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="type prompts and watch the answers stream, until exit, quit or end of input",
         description="Read prompts one line at a time (from the terminal or a pipe) and stream each answer.",
     )
-    add_target_flags(parser)
+    add_target_arguments(parser)
+    parser.add_argument("--region", metavar="R", help="AWS region of the SageMaker endpoint")
     add_generation_flags(parser)
     parser.set_defaults(run=run)
 
@@ -67,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
     from ..client.predictor import check_parameters
 
     parameters = check_parameters(generation_parameters(args))
-    with predictor_for(args) as predictor:
+    with target_from_args(args).predictor() as predictor:
         return chat_loop(predictor, parameters, interactive=sys.stdin.isatty())

@@ -1,8 +1,11 @@
-"""``inf2-deploy logs NAME [--follow]``: the container logs of an endpoint (CloudWatch) or a local server."""
+"""``inf2-deploy logs NAME [--follow] [--since 10m|1h|2d|ISO-8601]``: the container logs of an endpoint
+(CloudWatch) or a local server."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .arg_types import since_time
 
 __all__ = ["add_parser", "run"]
 
@@ -14,19 +17,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("name", metavar="NAME", help="endpoint or local deployment name")
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
-    parser.add_argument("--since", type=float, default=60.0, metavar="MINUTES",
-                        help="start this many minutes back (default 60)")
+    parser.add_argument("--since", type=since_time, default="1h", metavar="WHEN",
+                        help="start this far back: 90s, 10m, 1h, 2d or 1w (a bare number is minutes), or from "
+                             "an ISO-8601 time, UTC unless it has an offset (default 1h)")
     parser.add_argument("--region", metavar="R", help="AWS region (default: the standard resolution)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timezone
 
     from ..client.targets import resolve
 
     target = resolve(args.name, region=args.region)
-    since = datetime.now(timezone.utc) - timedelta(minutes=args.since)
+    since = args.since if isinstance(args.since, datetime) else datetime.now(timezone.utc) - args.since
     printed = 0
     try:
         for line in target.logs(follow=args.follow, since=since):
@@ -35,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     if not printed and target.kind == "sagemaker":
-        print(f"no log lines in {target.log_location} in the last {args.since:g} minutes "
-              "(the group appears once a container starts)", file=sys.stderr)
+        print(f"no log lines in {target.log_location} since {since.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} "
+              "UTC (the group appears once a container starts)", file=sys.stderr)
     return 0
