@@ -92,3 +92,23 @@ def test_missing_region_is_one_line(capsys, monkeypatch):
 def test_port_without_local_is_rejected(capsys):
     assert main(_deploy_argv("--role", ROLE, "--port", "8080")) == 2
     assert "--port applies to --local" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_no_wait_then_wait_then_a_tag_only_redeploy_over_http(moto_server, capsys):
+    assert main(_deploy_argv("--role", ROLE, "--tag", "team=ml", "--no-wait")) == 0
+    assert "inf2-deploy wait tiny" in capsys.readouterr().out
+    assert main(["wait", "tiny", "--region", REGION, "--timeout", "60"]) == 0  # moto's endpoints start InService
+    assert capsys.readouterr().out.startswith("endpoint tiny is InService")
+
+    assert main(_deploy_argv("--role", ROLE, "--tag", "team=search")) == 0
+    out = capsys.readouterr().out
+    assert "updated its tags: set team=search" in out and "uploaded         nothing" in out
+    sagemaker = boto3.client("sagemaker", region_name=REGION, endpoint_url=moto_server)
+    arn = sagemaker.describe_endpoint(EndpointName="tiny")["EndpointArn"]
+    tags = {tag["Key"]: tag["Value"] for tag in sagemaker.list_tags(ResourceArn=arn)["Tags"]}
+    assert tags["team"] == "search" and tags["inf2-deploy:managed"] == "true"
+    assert len(sagemaker.list_models()["Models"]) == 1
+
+    assert main(["wait", "gone", "--region", REGION]) == 2
+    assert "no endpoint named gone" in capsys.readouterr().err

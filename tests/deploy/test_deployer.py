@@ -14,7 +14,15 @@ from inf2_deploy.aws.deployer import (
     StagedArtifact,
     WaitInterrupted,
 )
-from inf2_deploy.aws.requests import TAG_FINGERPRINT, TAG_MANAGED, TAG_SETTINGS, DeployRequests, build_requests
+from inf2_deploy.aws.requests import (
+    TAG_FINGERPRINT,
+    TAG_MANAGED,
+    TAG_SETTINGS,
+    TAG_VERSION,
+    DeployRequests,
+    build_requests,
+)
+from inf2_deploy.aws.tags import plan_tags
 from inf2_deploy.aws.upload import UploadResult
 from inf2_deploy.errors import AwsError, ConfigError, EndpointFailedError
 from inf2_deploy.observer import CallbackObserver, NullObserver, observer_of
@@ -107,16 +115,43 @@ def test_reconcile_creates_when_there_is_no_endpoint(stubbed, tiny_spec):
     assert deployer.reconcile(_requests(tiny_spec)) == Reconciliation(Action.CREATE)
 
 
-def test_reconcile_does_nothing_when_fingerprint_and_settings_match(stubbed, tiny_spec):
-    deployer, stub, _ = stubbed
-    requests = _requests(tiny_spec)
+def _stub_found(stub: Stubber, config_tags: dict, endpoint_tags: dict, models: tuple[str, ...] = ("tiny-old",)):
+    """Answer reconcile's look at an InService endpoint: the endpoint, its config and both tag lists."""
     stub.add_response("describe_endpoint", _described("InService"), {"EndpointName": "tiny"})
-    stub.add_response("describe_endpoint_config", _config(), {"EndpointConfigName": "tiny-old"})
-    stub.add_response("list_tags", _tags(**{TAG_MANAGED: "true", TAG_FINGERPRINT: requests.fingerprint,
-                                            TAG_SETTINGS: requests.settings}))
+    stub.add_response("describe_endpoint_config", _config(models=models), {"EndpointConfigName": "tiny-old"})
+    stub.add_response("list_tags", _tags(**config_tags), {"ResourceArn": f"{ARN}:endpoint-config/tiny-old"})
+    stub.add_response("list_tags", _tags(**endpoint_tags), {"ResourceArn": f"{ARN}:endpoint/tiny"})
+
+
+def _deployed_tags(requests: DeployRequests, **extra: str) -> dict:
+    """The tags a deploy of ``requests`` left on its resources, with other values for ``extra`` keys."""
+    return {**{tag["Key"]: tag["Value"] for tag in requests.tags}, **extra}
+
+
+def test_reconcile_does_nothing_when_fingerprint_settings_and_tags_match(stubbed, tiny_spec):
+    deployer, stub, _ = stubbed
+    requests = _requests(tiny_spec.replace(tags={"team": "ml"}))
+    # Another toolkit version deployed it, and someone tagged the endpoint by hand: neither is a change.
+    tags = _deployed_tags(requests, **{TAG_VERSION: "0.0.1"})
+    _stub_found(stub, tags, {**tags, "cost-center": "42"})
     found = deployer.reconcile(requests)
-    assert (found.action, found.running_model, found.superseded) == (Action.NOTHING, "tiny-old", ())
+    assert (found.action, found.running_model, found.superseded, found.retag) == (
+        Action.NOTHING, "tiny-old", (), ())
     assert found.endpoint.status is DeploymentStatus.IN_SERVICE
+
+
+def test_reconcile_retags_when_only_the_tags_changed(stubbed, tiny_spec):
+    deployer, stub, _ = stubbed
+    before = _deployed_tags(_requests(tiny_spec.replace(tags={"team": "ml", "owner": "ana"})))
+    requests = _requests(tiny_spec.replace(tags={"team": "search", "stage": "prod"}))
+    _stub_found(stub, before, {**before, "cost-center": "42"})
+    found = deployer.reconcile(requests)
+    assert found.action is Action.RETAG and found.superseded == ()
+    endpoint, config = found.retag
+    assert (endpoint.arn, config.arn) == (f"{ARN}:endpoint/tiny", f"{ARN}:endpoint-config/tiny-old")
+    for change in found.retag:  # only what the last deploy declared is removed: cost-center stays
+        assert (dict(change.put), change.remove) == ({"team": "search", "stage": "prod"}, ("owner",))
+    assert endpoint.summary() == "set team=search, stage=prod; removed owner"
 
 
 @pytest.mark.parametrize(("managed", "superseded"), [
@@ -125,12 +160,15 @@ def test_reconcile_does_nothing_when_fingerprint_and_settings_match(stubbed, tin
 ])
 def test_reconcile_updates_and_supersedes_only_what_inf2_deploy_made(stubbed, tiny_spec, managed, superseded):
     deployer, stub, _ = stubbed
-    stub.add_response("describe_endpoint", _described("InService"), {"EndpointName": "tiny"})
-    stub.add_response("describe_endpoint_config", _config(models=("m1", "m2")), {"EndpointConfigName": "tiny-old"})
-    tags = {TAG_FINGERPRINT: "another", TAG_SETTINGS: "x"} | ({TAG_MANAGED: managed} if managed else {})
-    stub.add_response("list_tags", _tags(**tags))
-    found = deployer.reconcile(_requests(tiny_spec))
+    tags = {TAG_FINGERPRINT: "another", TAG_SETTINGS: "x", "owner": "ana"} | (
+        {TAG_MANAGED: managed} if managed else {})
+    _stub_found(stub, tags, tags, models=("m1", "m2"))
+    requests = _requests(tiny_spec)
+    found = deployer.reconcile(requests)
     assert (found.action, found.superseded) == (Action.UPDATE, superseded)
+    (endpoint,) = found.retag  # the endpoint's tags follow the update; owner goes only if a deploy put it there
+    assert (endpoint.put[TAG_FINGERPRINT], endpoint.put[TAG_SETTINGS]) == (requests.fingerprint, requests.settings)
+    assert endpoint.remove == (("owner",) if managed else ())
 
 
 @pytest.mark.parametrize(("status", "code"), [("Creating", "EndpointBusy"), ("Updating", "EndpointBusy"),
@@ -166,12 +204,52 @@ def test_apply_creates_model_config_and_endpoint_in_order(stubbed, tiny_spec):
 
 
 def test_apply_updates_an_existing_endpoint_and_owns_only_model_and_config(stubbed, tiny_spec):
-    deployer, stub, _ = stubbed
+    deployer, stub, observer = stubbed
     requests = _stub_model_and_config(stub, tiny_spec)
+    retag = plan_tags(f"{ARN}:endpoint/tiny", {"owner": "ana", TAG_FINGERPRINT: "old"}, requests.tags,
+                      declared={"owner"})
+    stub.add_response("add_tags", {}, {"ResourceArn": f"{ARN}:endpoint/tiny", "Tags": requests.tags})
+    stub.add_response("delete_tags", {}, {"ResourceArn": f"{ARN}:endpoint/tiny", "TagKeys": ["owner"]})
     stub.add_response("update_endpoint", {"EndpointArn": f"{ARN}:endpoint/tiny"},
                       {"EndpointName": "tiny", "EndpointConfigName": requests.name})
-    rollout = deployer.apply(requests, Reconciliation(Action.UPDATE))
+    rollout = deployer.apply(requests, Reconciliation(Action.UPDATE, retag=(retag,)))
     assert rollout.created == (("model", requests.name), ("endpoint config", requests.name))
+    assert rollout.retagged == (retag,)
+    assert "tags of endpoint/tiny: removed owner" in observer.events
+
+
+def test_a_failed_update_call_restores_the_endpoint_tags(stubbed, tiny_spec):
+    deployer, stub, observer = stubbed
+    requests = _stub_model_and_config(stub, tiny_spec)
+    endpoint = f"{ARN}:endpoint/tiny"
+    retag = plan_tags(endpoint, {"owner": "ana", TAG_FINGERPRINT: "old"}, requests.tags, declared={"owner"})
+    stub.add_response("add_tags", {}, {"ResourceArn": endpoint, "Tags": requests.tags})
+    stub.add_response("delete_tags", {}, {"ResourceArn": endpoint, "TagKeys": ["owner"]})
+    stub.add_client_error("update_endpoint", "ResourceLimitExceeded", "account-level service limit")
+    stub.add_response("delete_endpoint_config", {}, {"EndpointConfigName": requests.name})
+    stub.add_response("delete_model", {}, {"ModelName": requests.name})
+    # Undone: the old values back (owner, the old fingerprint), the keys the update added gone.
+    stub.add_response("add_tags", {}, {"ResourceArn": endpoint, "Tags": [
+        {"Key": TAG_FINGERPRINT, "Value": "old"}, {"Key": "owner", "Value": "ana"}]})
+    stub.add_response("delete_tags", {}, {"ResourceArn": endpoint, "TagKeys": [
+        tag["Key"] for tag in requests.tags if tag["Key"] != TAG_FINGERPRINT]})
+    with pytest.raises(AwsError, match="service limit"):
+        deployer.apply(requests, Reconciliation(Action.UPDATE, retag=(retag,)))
+    assert observer.events[-1] == (f"rolled back: endpoint config {requests.name}, model {requests.name} "
+                                   "(tags restored)")
+
+
+def test_apply_of_a_retag_only_tags_the_endpoint_and_its_config(stubbed, tiny_spec):
+    deployer, stub, _ = stubbed
+    requests = _requests(tiny_spec.replace(tags={"team": "search"}))
+    changes = tuple(plan_tags(arn, {"team": "ml", "owner": "ana"}, [{"Key": "team", "Value": "search"}],
+                              declared={"team", "owner"})
+                    for arn in (f"{ARN}:endpoint/tiny", f"{ARN}:endpoint-config/tiny-old"))
+    for change in changes:
+        stub.add_response("add_tags", {}, {"ResourceArn": change.arn, "Tags": [{"Key": "team", "Value": "search"}]})
+        stub.add_response("delete_tags", {}, {"ResourceArn": change.arn, "TagKeys": ["owner"]})
+    rollout = deployer.apply(requests, Reconciliation(Action.RETAG, running_model="tiny-old", retag=changes))
+    assert (rollout.created, rollout.retagged) == ((), changes)
 
 
 @pytest.mark.parametrize(("keep", "deletes"), [(False, True), (True, False)])

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import json
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import pytest
-from inf2_deploy.aws.iam import action_for, deployer_policy, execution_role_policy, iam_policies
+from inf2_deploy.aws.iam import (
+    RoleArn,
+    action_for,
+    deployer_policy,
+    execution_role_policy,
+    execution_role_trust_policy,
+    iam_policies,
+    parse_role_arn,
+)
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError
 from support.aws import ACCOUNT, REGION
@@ -72,6 +81,7 @@ def test_policies_are_well_formed_and_scoped() -> None:
     policies = iam_policies(BUCKET, region=REGION, account=ACCOUNT, role_name=ROLE_NAME, endpoint_name="tiny")
     text = json.dumps(policies)
     assert json.loads(text) == policies
+    assert policies.pop("execution_role_trust") == execution_role_trust_policy()
     for policy in policies.values():
         sids = [s["Sid"] for s in _statements(policy)]
         assert len(sids) == len(set(sids))
@@ -121,7 +131,8 @@ def test_named_bucket_gets_no_create_rights_unless_asked() -> None:
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"bucket": "Bad_Bucket"}, "bucket"), ({"region": "mars"}, "region"), ({"account": "12"}, "account"),
     ({"prefix": "../x"}, "prefix"), ({"prefix": "a/*"}, "prefix"), ({"role_name": "a b"}, "role_name"),
-    ({"endpoint_name": "-x"}, "endpoint_name"),
+    ({"endpoint_name": "-x"}, "endpoint_name"), ({"role_path": "service-role"}, "role_path"),
+    ({"role_path": "/a b/"}, "role_path"),
 ])
 def test_bad_arguments_name_the_field(kwargs: dict[str, str], field: str) -> None:
     arguments = {"bucket": BUCKET, **kwargs}
@@ -136,13 +147,77 @@ def test_execution_role_policy_refuses_an_unsafe_prefix() -> None:
     assert error.value.field == "prefix"
 
 
-def test_cli_prints_both_policies(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_all_three_documents(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["iam-policy", "--bucket", "my-artifacts", "--region", REGION, "--account", ACCOUNT,
                  "--role-name", ROLE_NAME]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == iam_policies("my-artifacts", region=REGION, account=ACCOUNT, role_name=ROLE_NAME)
+    assert list(printed) == ["deployer", "execution_role", "execution_role_trust"]
     assert main(["iam-policy", "--bucket", "Not_A_Bucket"]) == 2
     assert capsys.readouterr().err.startswith("error: bucket: ")
+
+
+def test_the_trust_policy_lets_only_sagemaker_assume_the_role() -> None:
+    (statement,) = _statements(execution_role_trust_policy())
+    assert statement == {"Sid": "SageMakerAssumesRole", "Effect": "Allow",
+                         "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
+
+
+@pytest.mark.parametrize(("arn", "role"), [
+    (f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}", RoleArn(ACCOUNT, "/", ROLE_NAME)),
+    (f"arn:aws:iam::{ACCOUNT}:role/service-role/AmazonSageMaker-ExecutionRole-1",
+     RoleArn(ACCOUNT, "/service-role/", "AmazonSageMaker-ExecutionRole-1")),
+    ("arn:aws-cn:iam::210987654321:role/a/b/R+=,.@-", RoleArn("210987654321", "/a/b/", "R+=,.@-")),
+])
+def test_a_role_arn_gives_account_path_and_name(arn: str, role: RoleArn) -> None:
+    assert parse_role_arn(arn) == role
+
+
+@pytest.mark.parametrize("arn", ["SageMakerRole", f"arn:aws:iam::{ACCOUNT}:user/me", "arn:aws:iam::12:role/R",
+                                 f"arn:aws:iam::{ACCOUNT}:role/", f"arn:aws:iam::{ACCOUNT}:role/{'r' * 65}"])
+def test_a_bad_role_arn_names_the_role(arn: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_role_arn(arn)
+    assert error.value.field == "role"
+
+
+def test_cli_out_dir_writes_one_file_per_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    role = f"arn:aws:iam::{ACCOUNT}:role/service-role/Inf2Endpoint"
+    out = tmp_path / "iam"
+    assert main(["iam-policy", "--bucket", BUCKET, "--role", role, "--region", REGION, "--out-dir", str(out)]) == 0
+    files = {name: json.loads((out / name).read_text()) for name in sorted(p.name for p in out.iterdir())}
+    assert sorted(files) == ["deployer-policy.json", "execution-role-policy.json", "execution-role-trust-policy.json"]
+    expected = iam_policies(BUCKET, region=REGION, account=ACCOUNT, role_name="Inf2Endpoint",
+                            role_path="/service-role/")
+    assert files["deployer-policy.json"] == expected["deployer"]
+    assert files["execution-role-policy.json"] == expected["execution_role"]
+    assert files["execution-role-trust-policy.json"] == execution_role_trust_policy()
+    (passrole,) = [s for s in _statements(files["deployer-policy.json"]) if "iam:PassRole" in s["Action"]]
+    assert passrole["Resource"] == [role]  # the role's own ARN, path included, from --role
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'execution-role-trust-policy.json'}" in printed
+    assert (f"aws iam create-role --role-name Inf2Endpoint --path /service-role/ --assume-role-policy-document "
+            f"file://{out / 'execution-role-trust-policy.json'}") in printed
+
+
+@pytest.mark.parametrize(("argv", "field"), [
+    (["--role", f"arn:aws:iam::{ACCOUNT}:role/R", "--account", "210987654321"], "account"),
+    (["--role", "R"], "role"),
+    (["--out-dir", "FILE"], "out_dir"),
+])
+def test_cli_role_and_out_dir_errors_name_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    argv: list[str], field: str) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    argv = [str(tmp_path / "file") if item == "FILE" else item for item in argv]
+    assert main(["iam-policy", "--bucket", BUCKET, *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {field}: ")
+
+
+def test_cli_role_and_role_name_are_one_or_the_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["iam-policy", "--bucket", BUCKET, "--role", f"arn:aws:iam::{ACCOUNT}:role/R", "--role-name", "R"])
+    assert exited.value.code == 2
+    assert "argument --role-name: not allowed with argument --role" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ shard part by part, while the converter still writes the rest. An endpoint
 that already exists is updated in place (SageMaker moves traffic only once the
 new config is InService) and the superseded model and config are removed
 afterwards. A deploy whose artifact fingerprint and settings equal what the
-endpoint runs changes nothing. When the endpoint fails, what this deploy
+endpoint runs changes nothing, or only the tags of the endpoint and its config
+when the spec's tags changed. ``model_data`` deploys an artifact already in S3
+as it is, once its manifest checks out. When the endpoint fails, what this deploy
 created is rolled back so that nothing keeps billing. ``delete_deployment``
 is in ``teardown``; ``Deployment`` and ``WaitInterrupted`` in ``deployer``.
 """
@@ -29,6 +31,7 @@ from ..status import DeploymentStatus
 from .deployer import Deployer, Deployment, DeployOptions
 from .endpoint import DEFAULT_POLL_SECONDS, find_endpoint
 from .logs import LogLine
+from .model_data import check_model_data_uri
 from .requests import TAG_MANAGED
 from .resources import describe_config, tags_of
 from .session import Session, aws_errors, make_session
@@ -89,6 +92,7 @@ def deploy(
     spec: DeploymentSpec,
     *,
     artifact: Artifact | None = None,
+    model_data: str | None = None,
     wait: bool = True,
     keep_on_failure: bool = False,
     observer: DeployObserver | None = None,
@@ -108,6 +112,10 @@ def deploy(
         spec: the deployment; ``role_arn`` is required.
         artifact: an already packaged artifact, uploaded under its fingerprint; default:
             package into ``output`` while uploading under the build key (see ``pipeline``).
+        model_data: instead of ``artifact``: the ``s3://bucket/prefix/`` of an artifact already in S3,
+            deployed without packaging or uploading once its manifest, its objects and its
+            serving.properties check out (see ``model_data``); its bucket also holds the compile
+            cache unless ``spec.bucket`` is set.
         wait: wait until the endpoint is InService (tailing its logs).
         keep_on_failure: keep the model, config and endpoint when the endpoint fails.
         observer: receives packaging and upload progress, the status after each poll, each
@@ -126,21 +134,28 @@ def deploy(
         The deployment; ``changed`` is False when nothing needed doing.
 
     Raises:
-        ConfigError: no or bad role, the plan cannot work (``PlanError``), or both an observer and
-            callables were given - before any AWS call.
+        ConfigError: no or bad role, the plan cannot work (``PlanError``), both an observer and
+            callables were given, or a malformed ``model_data`` - before any AWS call; an artifact at
+            ``model_data`` built for other settings - before any SageMaker call.
+        ModelSourceError: ``model_data`` has no readable manifest.json, or files missing or of another size.
         CredentialsError: no AWS credentials or region.
         AwsError: an AWS call failed, or the endpoint is busy or failed before this deploy.
         EndpointFailedError: the endpoint failed; what this deploy made was rolled back.
         WaitInterrupted: Ctrl-C while waiting; the endpoint keeps being created.
     """
     require_role(spec)
+    if model_data is not None:
+        check_model_data_uri(model_data)
+        if artifact is not None:
+            raise ConfigError("pass a packaged artifact or model_data, not both", field="model_data")
     plan = check_plan(spec)
     reporter = observer_of(observer, progress=progress, on_status=on_status, on_log=on_log)
-    if artifact is None:
+    if artifact is None and model_data is None:
         output = output or default_artifact_dir(spec)
     options = DeployOptions(
         endpoint_name=default_endpoint_name(spec), prefix_root=f"{spec.prefix}/{model_slug(spec.model)}",
-        output=output, wait=wait, keep_on_failure=keep_on_failure, hf_token=hf_token, timeout=timeout, poll=poll)
+        output=output, model_data=model_data, wait=wait, keep_on_failure=keep_on_failure, hf_token=hf_token,
+        timeout=timeout, poll=poll)
     deployer = Deployer(session or make_session(plan.region), clock, reporter)
     return deployer.run(spec, plan, options, artifact=artifact)
 

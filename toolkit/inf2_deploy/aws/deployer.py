@@ -5,13 +5,16 @@ own; :meth:`Deployer.run` chains them as ``deploy`` does:
 
 1. :meth:`~Deployer.stage_artifact` - the bucket, then package and upload at
    once, or upload an artifact that is already packaged (objects already in S3
-   are not sent again);
+   are not sent again); or :meth:`~Deployer.locate_artifact` - check an artifact
+   already in S3 (``--model-data``) and upload nothing;
 2. :meth:`~Deployer.build_requests` - CreateModel and CreateEndpointConfig with
    this deploy's names and tags (pure, see ``requests``);
 3. :meth:`~Deployer.reconcile` - compare with the endpoint of that name: nothing
-   to do (same artifact fingerprint and settings), create, or update in place;
-4. :meth:`~Deployer.apply` - create the model and config, then create or update
-   the endpoint; on failure, delete what this deploy created;
+   to do (same artifact fingerprint, settings and tags), retag, create, or update
+   in place (see ``reconcile``);
+4. :meth:`~Deployer.apply` - create the model and config, bring the endpoint's
+   tags to this deploy's, then create or update the endpoint; on failure, delete
+   what this deploy created and restore the tags; a retag only changes tags;
 5. :meth:`~Deployer.wait` - until InService, tailing the container's logs; a
    failed endpoint is rolled back; then :meth:`~Deployer.retire` removes the
    config and models an update superseded.
@@ -21,7 +24,6 @@ Progress, status polls, log lines and each step are reported to one observer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,13 @@ from ..spec.planner import Plan
 from ..status import DeploymentStatus
 from .endpoint import DEFAULT_POLL_SECONDS, Endpoint, find_endpoint
 from .logs import LogTailer
-from .requests import TAG_FINGERPRINT, TAG_MANAGED, TAG_SETTINGS, DeployRequests, build_requests
-from .resources import Resource, create_resource, delete_resources, describe_config, tags_of
+from .model_data import read_model_data
+from .reconcile import Action, Reconciliation, reconcile
+from .requests import DeployRequests, build_requests
+from .resources import Resource, create_resource, delete_resources
 from .s3 import ensure_bucket
 from .session import Session, aws_errors, make_session
+from .tags import TagChanges, apply_tags
 from .teardown import delete_deployment
 from .upload import UploadResult, upload_artifact
 
@@ -60,8 +65,8 @@ class WaitInterrupted(KeyboardInterrupt):
         state = status.value if status else "being created"
         super().__init__(
             f"stopped waiting; endpoint {endpoint_name} is still {state} and keeps going. "
-            f"Watch it with `inf2-deploy status {endpoint_name}` (or `inf2-deploy logs {endpoint_name} --follow`), "
-            f"or delete it with `inf2-deploy delete {endpoint_name}`."
+            f"Wait for it with `inf2-deploy wait {endpoint_name}`, check it with `inf2-deploy status "
+            f"{endpoint_name}`, or delete it with `inf2-deploy delete {endpoint_name}`."
         )
         self.endpoint_name = endpoint_name
         self.status = status
@@ -108,6 +113,8 @@ class DeployOptions:
     prefix_root: str
     #: the folder to package into when no packaged artifact is given
     output: Path | None = None
+    #: ``s3://bucket/prefix/`` of an artifact already in S3, deployed as it is (nothing packaged or uploaded)
+    model_data: str | None = None
     #: wait until the endpoint is InService (tailing its logs)
     wait: bool = True
     #: keep the model, config and endpoint when the endpoint fails
@@ -133,34 +140,15 @@ class StagedArtifact:
         return self.upload.s3_uri
 
 
-class Action(str, Enum):
-    """What a deploy has to do to the endpoint of its name."""
-
-    NOTHING = "nothing"
-    CREATE = "create"
-    UPDATE = "update"
-
-
-@dataclass(frozen=True)
-class Reconciliation:
-    """What exists under the endpoint's name, and what to do about it."""
-
-    action: Action
-    #: the endpoint as found (None when there is none)
-    endpoint: Endpoint | None = None
-    #: the model the endpoint runs, when there is nothing to do
-    running_model: str | None = None
-    #: the config and models an update replaces, deleted once the update is InService
-    superseded: tuple[Resource, ...] = ()
-
-
 @dataclass(frozen=True)
 class Rollout:
-    """What :meth:`Deployer.apply` asked SageMaker for, and the resources it created (oldest first)."""
+    """What :meth:`Deployer.apply` asked SageMaker for, the resources it created (oldest first) and the
+    tag changes it made (undone with the resources when the rollout fails)."""
 
     requests: DeployRequests
     reconciliation: Reconciliation
     created: tuple[Resource, ...]
+    retagged: tuple[TagChanges, ...] = ()
 
 
 class Deployer:
@@ -190,19 +178,25 @@ class Deployer:
             spec: the deployment.
             plan: its checked plan.
             options: how this deploy runs.
-            artifact: an already packaged artifact; default: package into ``options.output``.
+            artifact: an already packaged artifact; default: ``options.model_data`` when set, else
+                package into ``options.output``.
 
         Returns:
             The deployment; ``changed`` is False when nothing needed doing.
         """
-        staged = self.stage_artifact(spec, prefix_root=options.prefix_root, artifact=artifact,
-                                     output=options.output)
+        if options.model_data is not None:
+            staged = self.locate_artifact(plan, options.model_data)
+        else:
+            staged = self.stage_artifact(spec, prefix_root=options.prefix_root, artifact=artifact,
+                                         output=options.output)
         requests = self.build_requests(spec, plan, staged, endpoint_name=options.endpoint_name,
                                        hf_token=options.hf_token)
         found = self.reconcile(requests)
         if found.action is Action.NOTHING:
-            return self._unchanged(staged, requests, found)
+            return self._as_found(staged, requests, found)
         rollout = self.apply(requests, found, keep_on_failure=options.keep_on_failure)
+        if found.action is Action.RETAG:
+            return self._as_found(staged, requests, found, retagged=rollout.retagged)
         verb = "updating" if found.action is Action.UPDATE else "creating"
         deployment = Deployment(
             requests.endpoint_name, self.session.region, staged.s3_uri, requests.name, requests.name,
@@ -248,6 +242,21 @@ class Deployer:
                                f"({upload.bytes_uploaded} bytes sent)")
         return StagedArtifact(artifact, upload)
 
+    def locate_artifact(self, plan: Plan, model_data: str) -> StagedArtifact:
+        """The artifact already at ``model_data`` (``s3://bucket/prefix/``), checked and left as it is.
+
+        Raises:
+            ConfigError: a malformed URI, or an artifact built for another tp, n_positions, dtype or
+                batch size (field ``model_data``).
+            ModelSourceError: no or a malformed manifest.json, or its files missing or of another size.
+            AwsError: an S3 call failed.
+        """
+        artifact = read_model_data(self.session.client("s3"), model_data, plan)
+        bucket, _, key_prefix = model_data.removeprefix("s3://").partition("/")
+        upload = UploadResult(bucket, key_prefix.strip("/") + "/", (), tuple(f.path for f in artifact.files), 0)
+        self.observer.on_event(f"artifact {artifact.fingerprint[:12]} is at {upload.s3_uri} (checked, 0 bytes sent)")
+        return StagedArtifact(artifact, upload)
+
     def build_requests(self, spec: DeploymentSpec, plan: Plan, staged: StagedArtifact, *, endpoint_name: str,
                        hf_token: str | None = None) -> DeployRequests:
         """The model and endpoint config requests for ``staged``, named after the clock's now."""
@@ -256,47 +265,38 @@ class Deployer:
                               bucket=staged.upload.bucket, now=self.clock.now(), hf_token=hf_token)
 
     def reconcile(self, requests: DeployRequests) -> Reconciliation:
-        """Decide from the endpoint that has the name: create it, update it, or nothing to do.
-
-        Nothing to do when its config carries this deploy's fingerprint and settings tags.
-        An update supersedes the current config and its models when inf2-deploy made them.
+        """Decide from the endpoint that has the name: nothing to do, retag, create or update it
+        (see ``reconcile.reconcile``).
 
         Raises:
             AwsError: the endpoint is busy (code ``EndpointBusy``) or failed (``EndpointNotUpdatable``),
                 or a call failed.
         """
-        sagemaker, name = self._sagemaker, requests.endpoint_name
-        existing = find_endpoint(sagemaker, name)
-        if existing is None:
-            return Reconciliation(Action.CREATE)
-        _check_updatable(existing)
-        current = describe_config(sagemaker, existing.config_name or "")
-        tags = tags_of(sagemaker, current["EndpointConfigArn"]) if current else {}
-        same = tags.get(TAG_FINGERPRINT) == requests.fingerprint and tags.get(TAG_SETTINGS) == requests.settings
-        if current and same:
-            return Reconciliation(Action.NOTHING, existing, running_model=current["ProductionVariants"][0]["ModelName"])
-        superseded: tuple[Resource, ...] = ()
-        if current and tags.get(TAG_MANAGED) == "true":
-            superseded = (("endpoint config", current["EndpointConfigName"]),
-                          *(("model", variant["ModelName"]) for variant in current["ProductionVariants"]))
-        return Reconciliation(Action.UPDATE, existing, superseded=superseded)
+        return reconcile(self._sagemaker, requests)
 
     def apply(self, requests: DeployRequests, reconciliation: Reconciliation, *,
               keep_on_failure: bool = False) -> Rollout:
-        """Create the model and endpoint config, then create or update the endpoint.
+        """Create the model and endpoint config, bring the endpoint's tags to this deploy's, then create
+        or update the endpoint; a retag only changes the tags of the endpoint and its config.
 
         Each resource is listed before its create call: a call that times out or loses its
         connection may still have created it, and the rollback deletes by name (these names
-        are new to this deploy, and a delete of a missing resource is a no-op).
+        are new to this deploy, and a delete of a missing resource is a no-op). Tag changes are
+        listed likewise, and the rollback restores what the tags were.
 
         Raises:
-            AwsError: a call failed; what this deploy created is deleted unless ``keep_on_failure``.
+            AwsError: a call failed; what this deploy created is deleted and the tags restored unless
+                ``keep_on_failure``.
             KeyboardInterrupt: likewise, so that Ctrl-C between the calls leaves nothing untracked.
         """
         if reconciliation.action is Action.NOTHING:
             raise ValueError("nothing to apply: the endpoint already runs this artifact and these settings")
         sagemaker, name, tags = self._sagemaker, requests.name, requests.tags
         created: list[Resource] = []
+        retagged: list[TagChanges] = []
+        if reconciliation.action is Action.RETAG:
+            self._retag(reconciliation.retag, retagged)
+            return Rollout(requests, reconciliation, (), tuple(retagged))
         try:
             created.append(("model", name))
             create_resource(sagemaker.create_model, "CreateModel", name, **requests.model, Tags=tags)
@@ -307,12 +307,22 @@ class Deployer:
             self.observer.on_event(f"created endpoint config {name}")
             if reconciliation.action is Action.CREATE:
                 created.append(("endpoint", requests.endpoint_name))
+            # UpdateEndpoint leaves the endpoint's tags alone: they follow the deploy here.
+            self._retag(reconciliation.retag, retagged)
             self._point_endpoint(requests, reconciliation)
         except (AwsError, KeyboardInterrupt):
             if not keep_on_failure:
-                self._roll_back(created)
+                self._roll_back(created, retagged)
             raise
-        return Rollout(requests, reconciliation, tuple(created))
+        return Rollout(requests, reconciliation, tuple(created), tuple(retagged))
+
+    def _retag(self, changes: tuple[TagChanges, ...], applied: list[TagChanges]) -> None:
+        """Apply each of ``changes``, listing it in ``applied`` before its calls."""
+        for change in changes:
+            if change:
+                applied.append(change)
+                apply_tags(self._sagemaker, change)
+                self.observer.on_event(f"tags of {change.arn.rsplit(':', 1)[-1]}: {change.summary()}")
 
     def _point_endpoint(self, requests: DeployRequests, reconciliation: Reconciliation) -> None:
         """CreateEndpoint or UpdateEndpoint with the new config."""
@@ -353,7 +363,7 @@ class Deployer:
             if keep_on_failure:
                 exc.hint = f"kept for inspection; delete with `inf2-deploy delete {requests.endpoint_name}`"
                 raise
-            removed = self._roll_back(rollout.created)
+            removed = self._roll_back(rollout.created, rollout.retagged)
             raise EndpointFailedError(f"{exc.message}\nrolled back: {', '.join(removed) or 'nothing'}",
                                       value=requests.endpoint_name, hint=exc.hint) from None
         return endpoint
@@ -365,30 +375,27 @@ class Deployer:
             self.observer.on_event(f"removed the superseded {', '.join(removed)}")
         return removed
 
-    def _roll_back(self, created: list[Resource] | tuple[Resource, ...]) -> list[str]:
-        """Delete what this deploy created, newest first (endpoint, then config, then model)."""
+    def _roll_back(self, created: list[Resource] | tuple[Resource, ...],
+                   retagged: list[TagChanges] | tuple[TagChanges, ...] = ()) -> list[str]:
+        """Delete what this deploy created, newest first (endpoint, then config, then model), and
+        restore the tags it changed."""
         removed = delete_resources(self._sagemaker, reversed(created))
-        self.observer.on_event(f"rolled back: {', '.join(removed) or 'nothing'}")
+        for change in reversed(retagged):
+            apply_tags(self._sagemaker, change.inverse())
+        self.observer.on_event(f"rolled back: {', '.join(removed) or 'nothing'}"
+                               + (" (tags restored)" if retagged else ""))
         return removed
 
-    def _unchanged(self, staged: StagedArtifact, requests: DeployRequests, found: Reconciliation) -> Deployment:
+    def _as_found(self, staged: StagedArtifact, requests: DeployRequests, found: Reconciliation, *,
+                  retagged: tuple[TagChanges, ...] = ()) -> Deployment:
+        """The endpoint as it was found running this artifact and these settings: unchanged, or retagged."""
+        done = f"updated its tags: {retagged[0].summary()}" if retagged else "nothing to do"
         message = (f"endpoint {requests.endpoint_name} already runs artifact {requests.fingerprint[:12]} "
-                   "with these settings; nothing to do")
+                   f"with these settings; {done}")
         self.observer.on_event(message)
         endpoint = found.endpoint
         return Deployment(requests.endpoint_name, self.session.region, staged.s3_uri, found.running_model or "",
                           (endpoint.config_name if endpoint else None) or "", endpoint.status if endpoint else None,
-                          changed=False, session=self.session, bytes_uploaded=staged.upload.bytes_uploaded,
-                          message=message)
+                          changed=bool(retagged), session=self.session,
+                          bytes_uploaded=staged.upload.bytes_uploaded, message=message)
 
-
-def _check_updatable(endpoint: Endpoint) -> None:
-    """Raise unless SageMaker would accept an UpdateEndpoint of ``endpoint`` now."""
-    name, status = endpoint.name, endpoint.status
-    if status is not None and status.transitional:
-        raise AwsError(f"endpoint {name} is {status.value}; SageMaker accepts no update until it settles",
-                       code="EndpointBusy", hint=f"wait with `inf2-deploy status {name}`, then deploy again")
-    if status is not DeploymentStatus.IN_SERVICE:
-        raise AwsError(f"endpoint {name} is {status.value if status else '?'} and cannot be updated",
-                       code="EndpointNotUpdatable",
-                       hint=f"delete it with `inf2-deploy delete {name}`, then deploy again")

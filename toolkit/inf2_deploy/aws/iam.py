@@ -1,6 +1,6 @@
 """Least-privilege IAM policies for deploying with inf2-deploy and for the endpoint it creates.
 
-Two policy documents:
+Three documents:
 
 - the **deployer** policy, for whoever runs ``inf2-deploy deploy/status/logs/
   invoke/list/delete``: exactly the API actions the toolkit calls, on the
@@ -9,7 +9,9 @@ Two policy documents:
   reading, and ``iam:PassRole`` of the execution role to SageMaker only;
 - the **execution role** policy, for the role the endpoint runs as: read the
   artifact prefix, read and write the Neuron compile cache, pull the LMI image
-  from ECR, write logs and metrics.
+  from ECR, write logs and metrics;
+- the execution role's **trust** policy: SageMaker (``sagemaker.amazonaws.com``)
+  may assume the role.
 
 :data:`OPERATION_ACTIONS` maps the boto3 operations the toolkit makes to the IAM
 action that authorizes each; tests record the operations of a full deploy and
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from inf2_serving.contract import ENDPOINT_NAME
 
@@ -30,10 +32,13 @@ from .requests import resource_name
 __all__ = [
     "DEFAULT_ROLE_NAME",
     "OPERATION_ACTIONS",
+    "RoleArn",
     "action_for",
     "deployer_policy",
     "execution_role_policy",
+    "execution_role_trust_policy",
     "iam_policies",
+    "parse_role_arn",
 ]
 
 POLICY_VERSION = "2012-10-17"
@@ -61,6 +66,31 @@ OPERATION_ACTIONS: dict[tuple[str, str], str] = {
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+# IAM's role ARN: arn:PARTITION:iam::ACCOUNT:role/PATH/NAME, where the path is optional.
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role(/(?:[\w+=,.@-]+/)*)([\w+=,.@-]{1,64})$")
+_ROLE_PATH = re.compile(r"^/(?:[\w+=,.@-]+/)*$")
+
+
+class RoleArn(NamedTuple):
+    """The parts of an IAM role ARN that the policies use."""
+
+    account: str
+    #: the role's IAM path, ``/`` unless it was created with one (e.g. ``/service-role/``)
+    path: str
+    name: str
+
+
+def parse_role_arn(arn: str) -> RoleArn:
+    """The account, path and name of an IAM role ARN such as ``arn:aws:iam::123456789012:role/Inf2``.
+
+    Raises:
+        ConfigError: ``arn`` is not an IAM role ARN (field ``role``).
+    """
+    match = _ROLE_ARN.match(arn) if isinstance(arn, str) else None
+    if match is None:
+        raise ConfigError("must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME", field="role",
+                          value=arn)
+    return RoleArn(*match.groups())
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,512}$")
 
 
@@ -80,12 +110,13 @@ def _statement(sid: str, actions: list[str], resources: list[str] | str,
 
 
 def _check(bucket: str, region: str, account: str, prefix: str, role_name: str,
-           endpoint_name: str | None) -> str:
+           endpoint_name: str | None, role_path: str = "/") -> str:
     checks = (
         ("bucket", bucket, BUCKET_NAME.match(bucket) is not None),
         ("region", region, region == "*" or REGION_NAME.match(region) is not None),
         ("account", account, account == "*" or _ACCOUNT.match(account) is not None),
         ("role_name", role_name, _ROLE_NAME.match(role_name) is not None),
+        ("role_path", role_path, _ROLE_PATH.match(role_path) is not None),
         ("endpoint_name", endpoint_name, endpoint_name is None or ENDPOINT_NAME.match(endpoint_name) is not None),
     )
     for field, value, ok in checks:
@@ -113,6 +144,7 @@ def deployer_policy(
     account: str = "*",
     prefix: str = "inf2-deploy",
     role_name: str = DEFAULT_ROLE_NAME,
+    role_path: str = "/",
     endpoint_name: str | None = None,
     create_bucket: bool | None = None,
 ) -> dict[str, Any]:
@@ -124,6 +156,7 @@ def deployer_policy(
         account: the 12-digit account id, or ``*`` for any.
         prefix: the S3 key prefix (``--prefix``).
         role_name: the endpoint's execution role, the only role that may be passed.
+        role_path: that role's IAM path (``/service-role/`` for roles the console made); part of its ARN.
         endpoint_name: restrict SageMaker resources to this endpoint's names.
         create_bucket: allow creating the bucket as private and encrypted, with a lifecycle
             rule that aborts incomplete multipart uploads; default:
@@ -135,7 +168,7 @@ def deployer_policy(
     Raises:
         ConfigError: an argument is not a valid name, region, account or prefix.
     """
-    prefix = _check(bucket, region, account, prefix, role_name, endpoint_name)
+    prefix = _check(bucket, region, account, prefix, role_name, endpoint_name, role_path)
     if create_bucket is None:
         create_bucket = bucket.startswith("sagemaker-")
     endpoint, derived = _name_patterns(endpoint_name)
@@ -149,7 +182,8 @@ def deployer_policy(
         # The account id for the default bucket name; GetCallerIdentity needs no permission
         # in practice, but explicit denies exist, so it is listed.
         _statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
-        _statement("PassExecutionRoleToSageMaker", ["iam:PassRole"], [f"arn:aws:iam::{account}:role/{role_name}"],
+        _statement("PassExecutionRoleToSageMaker", ["iam:PassRole"],
+                   [f"arn:aws:iam::{account}:role{role_path}{role_name}"],
                    {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
     ]
     return {"Version": POLICY_VERSION, "Statement": statements}
@@ -241,6 +275,14 @@ def execution_role_policy(
     return {"Version": POLICY_VERSION, "Statement": statements}
 
 
+def execution_role_trust_policy() -> dict[str, Any]:
+    """The execution role's trust policy: SageMaker may assume the role (``aws iam create-role
+    --assume-role-policy-document``)."""
+    return {"Version": POLICY_VERSION, "Statement": [{
+        "Sid": "SageMakerAssumesRole", "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]}
+
+
 def iam_policies(
     bucket: str,
     *,
@@ -248,16 +290,19 @@ def iam_policies(
     account: str = "*",
     prefix: str = "inf2-deploy",
     role_name: str = DEFAULT_ROLE_NAME,
+    role_path: str = "/",
     endpoint_name: str | None = None,
     create_bucket: bool | None = None,
 ) -> dict[str, Any]:
-    """Both policies: ``{"deployer": ..., "execution_role": ...}`` (see the two builders).
+    """The three documents: ``{"deployer": ..., "execution_role": ..., "execution_role_trust": ...}``
+    (see the builders).
 
     Raises:
-        ConfigError: an argument is not a valid name, region, account or prefix.
+        ConfigError: an argument is not a valid name, path, region, account or prefix.
     """
     return {
         "deployer": deployer_policy(bucket, region=region, account=account, prefix=prefix, role_name=role_name,
-                                    endpoint_name=endpoint_name, create_bucket=create_bucket),
+                                    role_path=role_path, endpoint_name=endpoint_name, create_bucket=create_bucket),
         "execution_role": execution_role_policy(bucket, region=region, account=account, prefix=prefix),
+        "execution_role_trust": execution_role_trust_policy(),
     }

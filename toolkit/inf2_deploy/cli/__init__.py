@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("package", "package_cmd"),
     ("deploy", "deploy_cmd"),
     ("status", "status_cmd"),
+    ("wait", "wait_cmd"),
     ("logs", "logs_cmd"),
     ("delete", "delete_cmd"),
     ("list", "list_cmd"),

@@ -11,7 +11,7 @@ from ..observer import NullObserver
 from .progress import TransferBars
 from .spec_flags import add_spec_flags, spec_from_args
 
-__all__ = ["add_parser", "run"]
+__all__ = ["DeployDisplay", "add_parser", "run"]
 
 _PACKAGER_LABELS = ("download", "weights")
 
@@ -23,14 +23,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Plan (exit 2 when it cannot work), package the artifact, upload it to S3, then create "
         "the model, endpoint config and endpoint, or update the endpoint that has the name. Waits until "
         "InService while showing the container's logs (Neuron compilation takes 10-60 minutes without a "
-        "compile cache). A redeploy of the same artifact and settings changes nothing. On failure, what "
-        "this deploy created is deleted unless --keep-on-failure.",
+        "compile cache). A redeploy of the same artifact and settings changes nothing, or only the tags when "
+        "they changed. --model-data deploys an artifact already in S3 without packaging, once its manifest "
+        "checks out. On failure, what this deploy created is deleted unless --keep-on-failure.",
     )
     add_spec_flags(parser, deploy=True)
     parser.add_argument("--local", action="store_true",
                         help="serve the same artifact on this machine in the background instead of SageMaker")
     parser.add_argument("--port", type=int, metavar="N", help="port for --local (default: a free one)")
-    parser.add_argument("--no-wait", action="store_true", help="return once the endpoint is being created")
+    parser.add_argument("--model-data", metavar="S3URI",
+                        help="deploy the packaged artifact at s3://BUCKET/PREFIX/ as it is (no packaging or "
+                             "upload); its manifest.json, files and serving.properties are checked first")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="return once the endpoint is being created; `inf2-deploy wait NAME` waits later")
     parser.add_argument("--keep-on-failure", action="store_true",
                         help="keep the model, config and endpoint when the endpoint fails, for inspection")
     parser.add_argument("--pass-hf-token", action="store_true",
@@ -38,8 +43,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-class _Display(NullObserver):
-    """Upload bars, then a live status line with elapsed time and the container's log lines."""
+class DeployDisplay(NullObserver):
+    """Upload bars, then a live status line with elapsed time and the container's log lines.
+
+    A context manager: the bars and the live line stop on exit. ``wait`` shows the same.
+
+    Args:
+        console: the rich console to draw on (stderr).
+        name: the endpoint, shown on the status line.
+    """
 
     def __init__(self, console: Any, name: str) -> None:
         self.console = console
@@ -49,7 +61,7 @@ class _Display(NullObserver):
         self.status = "submitting"
         self.started = time.monotonic()
 
-    def __enter__(self) -> _Display:
+    def __enter__(self) -> DeployDisplay:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -93,6 +105,21 @@ def _deploy_local(args: argparse.Namespace, spec: Any) -> int:
     return 0
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that do not go together, and a malformed --model-data: usage errors before anything runs."""
+    from ..errors import ConfigError
+
+    if args.local and args.model_data is not None:
+        raise ConfigError("--model-data applies to SageMaker deploys; --local packages from the model",
+                          field="model_data", value=args.model_data)
+    if not args.local and args.port is not None:
+        raise ConfigError("--port applies to --local deployments only", field="port", value=args.port)
+    if args.model_data is not None:
+        from ..aws.model_data import check_model_data_uri
+
+        check_model_data_uri(args.model_data)
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -100,11 +127,10 @@ def run(args: argparse.Namespace) -> int:
     from ..aws.deployer import WaitInterrupted
     from ..errors import ConfigError
 
+    _check_flags(args)
     spec = spec_from_args(args)
     if args.local:
         return _deploy_local(args, spec)
-    if args.port is not None:
-        raise ConfigError("--port applies to --local deployments only", field="port", value=args.port)
     require_role(spec)  # before anything is drawn or packaged
     hf_token = os.environ.get("HF_TOKEN") if args.pass_hf_token else None
     if args.pass_hf_token and not hf_token:
@@ -112,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
     name = default_endpoint_name(spec)
     console = Console(stderr=True)
     try:
-        with _Display(console, name) as display:
-            deployment = deploy(spec, wait=not args.no_wait, keep_on_failure=args.keep_on_failure,
-                                observer=display, hf_token=hf_token)
+        with DeployDisplay(console, name) as display:
+            deployment = deploy(spec, model_data=args.model_data, wait=not args.no_wait,
+                                keep_on_failure=args.keep_on_failure, observer=display, hf_token=hf_token)
     except WaitInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
@@ -125,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  artifact         {deployment.artifact_s3_uri}")
         print(f"  model / config   {deployment.model_name}")
     if args.no_wait:
-        print(f"  watch:   inf2-deploy status {name}   (or: inf2-deploy logs {name} --follow)")
+        print(f"  wait:    inf2-deploy wait {name}   (or: inf2-deploy status {name})")
     else:
         print(f"  invoke:  inf2-deploy invoke {name} \"Hello\"")
     print(f"  delete:  inf2-deploy delete {name}")

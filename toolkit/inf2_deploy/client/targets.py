@@ -5,13 +5,15 @@ SageMaker endpoint" in one place, for every command and for :func:`connect`::
 
     target = resolve("gpt-j-6b-prod")          # SageMakerTarget (no AWS call yet)
     target.describe().status                   # DeploymentStatus.IN_SERVICE
+    target.wait(timeout=3600)                  # after deploy --no-wait: until it settles
     with target.predictor() as predictor: ...  # Predictor or LocalPredictor
     for line in target.logs(follow=False): ...
     target.delete()
 
-A stopped local deployment reads the same everywhere: ``predictor()`` raises
-:class:`~inf2_deploy.errors.DeploymentStoppedError`, ``describe()`` reports
-``Stopped``, ``logs()`` still shows its log file, and ``delete()`` forgets it.
+A stopped local deployment reads the same everywhere: ``predictor()`` and
+``wait()`` raise :class:`~inf2_deploy.errors.DeploymentStoppedError`,
+``describe()`` reports ``Stopped``, ``logs()`` still shows its log file, and
+``delete()`` forgets it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..status import DeploymentStatus
 
 if TYPE_CHECKING:
     from ..local.records import LocalDeployment, LocalStore
+    from ..observer import DeployObserver
 
 __all__ = ["LocalTarget", "SageMakerTarget", "Target", "TargetDescription", "connect", "resolve", "resolve_url"]
 
@@ -136,6 +139,18 @@ class LocalTarget:
         state = response.json().get("status") if "json" in response.headers.get("content-type", "") else None
         return DeploymentStatus.FAILED if state == "FAILED" else DeploymentStatus.CREATING
 
+    def wait(self, *, timeout: float | None = None, observer: DeployObserver | None = None) -> DeploymentStatus:
+        """A local server is ready or stopped (``deploy --local`` returns once it serves): the status at once.
+
+        ``timeout`` and ``observer`` do not apply; they are accepted so that every target waits alike.
+
+        Raises:
+            DeploymentStoppedError: the recorded server has exited.
+        """
+        if self._stopped():
+            raise DeploymentStoppedError(self.name, pid=self.deployment.pid, log_file=self.deployment.log_file)
+        return self.describe().status
+
     def logs(self, *, follow: bool = False, since: datetime | None = None) -> Iterator[str]:
         """The server's log lines; with ``follow``, new lines as they are written, until interrupted.
 
@@ -178,7 +193,7 @@ class SageMakerTarget:
         name: the endpoint name.
         region: its AWS region; default the standard resolution.
         session: an :class:`~inf2_deploy.aws.session.Session`; default one for ``region``.
-        clock: time source for following logs and waiting in ``delete``.
+        clock: time source for following logs and for waiting in ``wait`` and ``delete``.
     """
 
     kind = "sagemaker"
@@ -253,6 +268,42 @@ class SageMakerTarget:
             created=endpoint.created.isoformat() if endpoint.created else None,
             modified=endpoint.modified.isoformat() if endpoint.modified else None,
         )
+
+    def wait(self, *, timeout: float | None = None, poll: float | None = None,
+             observer: DeployObserver | None = None) -> DeploymentStatus:
+        """Wait until SageMaker stops working on the endpoint (after ``deploy --no-wait``), as deploy waits.
+
+        The observer hears the status after each poll and every container log line written since the
+        endpoint's last change (its creation or the update under way), so nothing the start wrote is missed.
+
+        Args:
+            timeout: seconds before giving up (the endpoint keeps going); None waits as long as it takes.
+            poll: seconds between status polls; default deploy's.
+            observer: receives ``on_status`` and ``on_log``.
+
+        Returns:
+            The final status: ``InService``, or ``OutOfService`` for an endpoint SageMaker took out of service.
+
+        Raises:
+            EndpointNotFoundError: no endpoint by that name (exit code 2).
+            EndpointFailedError: the endpoint failed; the message holds SageMaker's FailureReason and the
+                last log lines.
+            WaitInterrupted: Ctrl-C; the endpoint keeps going.
+            AwsError: ``timeout`` passed (code ``Timeout``) or a call failed.
+        """
+        from ..aws.deployer import WaitInterrupted
+        from ..aws.endpoint import DEFAULT_POLL_SECONDS
+        from ..aws.logs import LogTailer
+
+        endpoint = self._endpoint()
+        since = endpoint.modified or endpoint.created or self._clock.now()
+        tailer = LogTailer(self.session.client("logs"), self.name, start_time_ms=int(since.timestamp() * 1000))
+        try:
+            endpoint.wait(timeout, poll=DEFAULT_POLL_SECONDS if poll is None else poll, clock=self._clock,
+                          observer=observer, logs=tailer)
+        except KeyboardInterrupt:
+            raise WaitInterrupted(self.name, endpoint.status) from None
+        return endpoint.status or DeploymentStatus.OUT_OF_SERVICE
 
     def logs(self, *, follow: bool = False, since: datetime | None = None) -> Iterator[str]:
         """CloudWatch's ``/aws/sagemaker/Endpoints/NAME`` lines since ``since`` (default an hour back).
