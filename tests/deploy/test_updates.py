@@ -232,6 +232,27 @@ def test_wait_raises_the_failure_reason_of_a_failed_endpoint(session, tiny_spec,
         SageMakerTarget("tiny", session=session, clock=FakeClock()).wait()
 
 
+def test_wait_reports_an_update_that_sagemaker_rolled_back(session, tiny_spec, tiny_artifact, make_clock,
+                                                           status_script):
+    first = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=make_clock())
+    deploy(tiny_spec.replace(instance_count=2), artifact=tiny_artifact, session=session,
+           clock=_later(make_clock, 60), wait=False)
+    sagemaker = session.client("sagemaker")
+    status_script(sagemaker, ["Updating", "Updating", "InService"])
+
+    def rolled_back(parsed: dict, **kwargs: object) -> None:
+        # SageMaker's automatic rollback: InService again, on the previous config, with a reason.
+        if parsed.get("EndpointStatus") == "InService":
+            parsed["EndpointConfigName"] = first.endpoint_config_name
+            parsed["FailureReason"] = "new variant failed the ping health check"
+
+    sagemaker.meta.events.register("after-call.sagemaker.DescribeEndpoint", rolled_back)
+    with pytest.raises(EndpointFailedError) as failed:
+        SageMakerTarget("tiny", session=session, clock=FakeClock()).wait()
+    assert str(failed.value).startswith(f"the update of endpoint tiny failed and SageMaker rolled it back to "
+                                        f"{first.endpoint_config_name}, which still serves: new variant failed")
+
+
 def test_wait_gives_up_after_its_timeout(session, tiny_spec, tiny_artifact, clock, status_script):
     from inf2_deploy.errors import AwsError
 

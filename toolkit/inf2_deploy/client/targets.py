@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock, SystemClock
-from ..errors import ConfigError, DeploymentStoppedError
+from ..errors import ConfigError, DeploymentStoppedError, EndpointFailedError
 from ..spec.validators import check_endpoint_name
 from ..status import DeploymentStatus
 
@@ -286,8 +286,8 @@ class SageMakerTarget:
 
         Raises:
             EndpointNotFoundError: no endpoint by that name (exit code 2).
-            EndpointFailedError: the endpoint failed; the message holds SageMaker's FailureReason and the
-                last log lines.
+            EndpointFailedError: the endpoint failed, or an update under way failed and SageMaker rolled it
+                back; the message holds SageMaker's FailureReason (and the last log lines).
             WaitInterrupted: Ctrl-C; the endpoint keeps going.
             AwsError: ``timeout`` passed (code ``Timeout``) or a call failed.
         """
@@ -296,6 +296,7 @@ class SageMakerTarget:
         from ..aws.logs import LogTailer
 
         endpoint = self._endpoint()
+        working = endpoint.status is not None and endpoint.status.transitional
         since = endpoint.modified or endpoint.created or self._clock.now()
         tailer = LogTailer(self.session.client("logs"), self.name, start_time_ms=int(since.timestamp() * 1000))
         try:
@@ -303,6 +304,11 @@ class SageMakerTarget:
                           observer=observer, logs=tailer)
         except KeyboardInterrupt:
             raise WaitInterrupted(self.name, endpoint.status) from None
+        if working and endpoint.status is DeploymentStatus.IN_SERVICE and endpoint.failure_reason:
+            # A failed update: SageMaker rolled back to the previous config, which still serves.
+            raise EndpointFailedError(f"the update of endpoint {self.name} failed and SageMaker rolled it back to "
+                                      f"{endpoint.config_name}, which still serves: {endpoint.failure_reason}",
+                                      value=self.name, hint=f"see `inf2-deploy logs {self.name}`")
         return endpoint.status or DeploymentStatus.OUT_OF_SERVICE
 
     def logs(self, *, follow: bool = False, since: datetime | None = None) -> Iterator[str]:
