@@ -1,5 +1,6 @@
-"""Fixtures for the predictor tests: a SageMaker runtime client, tiny-gptj's spec, a home whose cache holds
-the packaged tiny artifact, and a real local server on it. Fake AWS and the artifact are tests/conftest.py's."""
+"""Fixtures for the predictor tests: a SageMaker runtime client (and the CLI's, stubbed), tiny-gptj's spec,
+a home whose cache holds the packaged tiny artifact, and a real local server on it. Fake AWS and the artifact
+are tests/conftest.py's."""
 from __future__ import annotations
 
 import subprocess
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.stub import Stubber
 from support import artifacts
 from support.servers import free_port
 
@@ -21,6 +23,15 @@ def runtime(fake_aws_env: dict[str, str]) -> Any:
     from inf2_deploy.client.predictor import runtime_client
 
     return runtime_client()
+
+
+@pytest.fixture
+def stubbed_runtime(runtime: Any, monkeypatch: pytest.MonkeyPatch, local_home: Path) -> Iterator[Stubber]:
+    """The CLI's SageMaker runtime client, stubbed (no local deployments are recorded)."""
+    monkeypatch.setattr("inf2_deploy.client.predictor.runtime_client", lambda **_kwargs: runtime)
+    with Stubber(runtime) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
 
 
 @pytest.fixture(scope="session")

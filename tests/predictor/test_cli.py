@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,15 +14,6 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from inf2_deploy.cli import build_parser, main
 from inf2_deploy.client.predictor import LocalPredictor
-
-
-@pytest.fixture
-def stubbed_runtime(runtime: Any, monkeypatch: pytest.MonkeyPatch, local_home: Path) -> Stubber:
-    """The CLI's SageMaker runtime client, stubbed (no local deployments are recorded)."""
-    monkeypatch.setattr("inf2_deploy.client.predictor.runtime_client", lambda **_kwargs: runtime)
-    with Stubber(runtime) as stub:
-        yield stub
-        stub.assert_no_pending_responses()
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -25,15 +25,6 @@ def _answer(body: bytes, **fields: str) -> dict[str, Any]:
     return {"Body": StreamingBody(io.BytesIO(body), len(body)), **fields}
 
 
-@pytest.fixture
-def stubbed_runtime(runtime: Any, monkeypatch: pytest.MonkeyPatch, local_home: Path) -> Stubber:
-    """The CLI's SageMaker runtime client, stubbed (no local deployments are recorded)."""
-    monkeypatch.setattr("inf2_deploy.client.predictor.runtime_client", lambda **_kwargs: runtime)
-    with Stubber(runtime) as stub:
-        yield stub
-        stub.assert_no_pending_responses()
-
-
 def test_invoke_sends_every_field_and_returns_the_raw_answer(runtime: Any) -> None:
     with Stubber(runtime) as stub:
         stub.add_response(
