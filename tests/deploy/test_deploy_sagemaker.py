@@ -246,9 +246,11 @@ def test_hf_token_reaches_the_container_only_when_given(session, tiny_spec, tiny
 def test_delete_removes_endpoint_config_model_and_purges_artifact(session, tiny_spec, tiny_artifact, clock):
     deployment = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=clock)
     deleted = delete_deployment("tiny", purge_artifacts=True, session=session)
-    assert deleted[:3] == ["endpoint tiny", f"endpoint config {deployment.endpoint_config_name}",
-                           f"model {deployment.model_name}"]
-    assert deleted[3].startswith(f"{len(tiny_artifact.files) + 1} S3 objects under s3://")
+    assert list(deleted[:3]) == ["endpoint tiny", f"endpoint config {deployment.endpoint_config_name}",
+                                 f"model {deployment.model_name}"]
+    assert deleted[3] == f"{len(tiny_artifact.files) + 1} S3 objects under {deployment.artifact_s3_uri}"
+    assert deleted[4] == f"artifact index s3://{BUCKET}/inf2-deploy/tiny-gptj/index/tiny.json"
+    assert len(deleted) == 5 and deleted.kept == () and not deleted.dry_run
     assert (_names(session, "endpoints"), _names(session, "models"), _names(session, "configs")) == ([], [], [])
     key_prefix = f"inf2-deploy/tiny-gptj/{tiny_artifact.fingerprint}/"
     assert "Contents" not in session.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=key_prefix)

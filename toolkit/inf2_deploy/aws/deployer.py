@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifact.manifest import Artifact
+from ..artifact.manifest import MANIFEST_NAME, Artifact
 from ..clock import Clock, SystemClock
-from ..errors import AwsError, ConfigError, EndpointFailedError
+from ..errors import AwsError, EndpointFailedError
 from ..observer import DeployObserver, NullObserver
 from ..spec.deployment_spec import DeploymentSpec
 from ..spec.planner import Plan
 from ..status import DeploymentStatus
+from .artifact_store import purge_unused
 from .endpoint import DEFAULT_POLL_SECONDS, Endpoint, find_endpoint
 from .logs import LogTailer
 from .model_data import read_model_data
@@ -43,8 +44,8 @@ from .resources import Resource, create_resource, delete_resources
 from .s3 import ensure_bucket
 from .session import Session, aws_errors, make_session
 from .tags import TagChanges, apply_tags
-from .teardown import delete_deployment
-from .upload import UploadResult, upload_artifact
+from .teardown import Teardown, delete_deployment
+from .upload import UploadResult
 
 __all__ = [
     "Action",
@@ -98,9 +99,9 @@ class Deployment:
         boto_session = self.session.boto_session if self.session else None
         return Predictor(self.endpoint_name, region=self.region, session=boto_session)
 
-    def delete(self, *, purge_artifacts: bool = False, wait: bool = False) -> list[str]:
+    def delete(self, *, purge_artifacts: bool = False, dry_run: bool = False, wait: bool = False) -> Teardown:
         """Delete the endpoint, its config and its model (see ``delete_deployment``)."""
-        return delete_deployment(self.endpoint_name, purge_artifacts=purge_artifacts, wait=wait,
+        return delete_deployment(self.endpoint_name, purge_artifacts=purge_artifacts, dry_run=dry_run, wait=wait,
                                  session=self.session or make_session(self.region))
 
 
@@ -165,6 +166,8 @@ class Deployer:
         self.session = session
         self.clock = clock or SystemClock()
         self.observer = observer or NullObserver()
+        #: artifact prefixes this deployer wrote the manifest of: a rollback removes those no model reads
+        self.uploaded: list[str] = []
 
     @property
     def _sagemaker(self) -> Any:
@@ -188,7 +191,7 @@ class Deployer:
             staged = self.locate_artifact(plan, options.model_data)
         else:
             staged = self.stage_artifact(spec, prefix_root=options.prefix_root, artifact=artifact,
-                                         output=options.output)
+                                         output=options.output, endpoint_name=options.endpoint_name)
         requests = self.build_requests(spec, plan, staged, endpoint_name=options.endpoint_name,
                                        hf_token=options.hf_token)
         found = self.reconcile(requests)
@@ -215,31 +218,32 @@ class Deployer:
         return deployment
 
     def stage_artifact(self, spec: DeploymentSpec, *, prefix_root: str, artifact: Artifact | None = None,
-                       output: Path | None = None) -> StagedArtifact:
+                       output: Path | None = None, endpoint_name: str | None = None) -> StagedArtifact:
         """Put the artifact in S3: the bucket first (created private and encrypted when it is the default
         one), then package into ``output`` while uploading, or upload ``artifact`` under its fingerprint.
+
+        Files whose content another artifact under ``prefix_root`` already holds are copied inside
+        S3, not uploaded. With ``endpoint_name``, the artifact's prefix is recorded in that
+        endpoint's index before anything is sent, so that ``delete --purge-artifacts`` finds it.
 
         Raises:
             ConfigError: neither ``artifact`` nor ``output`` given; a named bucket does not exist.
             AwsError: an S3 call failed.
             PlanError, ModelSourceError: packaging failed (see ``package``).
         """
+        from .pipeline import stage  # the converter and numpy, only when a deploy stages an artifact
+
         s3 = self.session.client("s3")
         bucket = spec.bucket or self.session.default_bucket()
         if ensure_bucket(s3, bucket, self.session.region, create=spec.bucket is None, kms_key_id=spec.kms_key_id):
             self.observer.on_event(f"created bucket {bucket}")
-        if artifact is not None:
-            upload = upload_artifact(s3, artifact, bucket, f"{prefix_root}/{artifact.fingerprint}",
-                                     kms_key_id=spec.kms_key_id, observer=self.observer)
-        elif output is not None:
-            from .pipeline import package_and_upload
-
-            artifact, upload = package_and_upload(spec, output, s3, bucket, prefix_root, kms_key_id=spec.kms_key_id,
-                                                  observer=self.observer)
-        else:
-            raise ConfigError("pass a packaged artifact or an output folder to package into", field="output")
+        artifact, upload = stage(spec, s3, bucket, prefix_root, artifact=artifact, output=output,
+                                 endpoint_name=endpoint_name, observer=self.observer)
+        if MANIFEST_NAME in upload.uploaded:
+            self.uploaded.append(upload.s3_uri)
+        copied = f", {upload.bytes_copied} copied inside S3" if upload.copied else ""
         self.observer.on_event(f"artifact {artifact.fingerprint[:12]} is at {upload.s3_uri} "
-                               f"({upload.bytes_uploaded} bytes sent)")
+                               f"({upload.bytes_uploaded} bytes sent{copied})")
         return StagedArtifact(artifact, upload)
 
     def locate_artifact(self, plan: Plan, model_data: str) -> StagedArtifact:
@@ -380,11 +384,23 @@ class Deployer:
         """Delete what this deploy created, newest first (endpoint, then config, then model), and
         restore the tags it changed."""
         removed = delete_resources(self._sagemaker, reversed(created))
+        removed += self._discard_uploads(ignore_models=[name for kind, name in created if kind == "model"])
         for change in reversed(retagged):
             apply_tags(self._sagemaker, change.inverse())
         self.observer.on_event(f"rolled back: {', '.join(removed) or 'nothing'}"
                                + (" (tags restored)" if retagged else ""))
         return removed
+
+    def _discard_uploads(self, *, ignore_models: list[str]) -> list[str]:
+        """Delete the artifacts this deployer uploaded that no model reads (but ``ignore_models``,
+        just rolled back); one another model reads (the same settings deployed elsewhere) stays."""
+        if not self.uploaded:
+            return []
+        purge = purge_unused(self.session.client("s3"), self._sagemaker, self.uploaded, ignore_models=ignore_models)
+        for uri, users in purge.kept.items():
+            self.observer.on_event(f"kept {uri}: model {', '.join(users)} reads it")
+        self.uploaded = [uri for uri in self.uploaded if uri in purge.kept]
+        return purge.deleted
 
     def _as_found(self, staged: StagedArtifact, requests: DeployRequests, found: Reconciliation, *,
                   retagged: tuple[TagChanges, ...] = ()) -> Deployment:

@@ -56,6 +56,9 @@ OPERATION_ACTIONS: dict[tuple[str, str], str] = {
     ("s3", "CreateMultipartUpload"): "s3:PutObject",
     ("s3", "UploadPart"): "s3:PutObject",
     ("s3", "CompleteMultipartUpload"): "s3:PutObject",
+    # A copy inside S3 writes the destination (and reads the source, s3:GetObject on the same prefix).
+    ("s3", "CopyObject"): "s3:PutObject",
+    ("s3", "UploadPartCopy"): "s3:PutObject",
     ("s3", "DeleteObjects"): "s3:DeleteObject",
     ("s3", "PutPublicAccessBlock"): "s3:PutBucketPublicAccessBlock",
     ("s3", "PutBucketEncryption"): "s3:PutEncryptionConfiguration",
@@ -210,6 +213,9 @@ def _sagemaker_statements(region: str, account: str, endpoint: str, derived: str
         # an interrupted delete left.
         _statement("ListResources", ["sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs",
                                      "sagemaker:ListModels"], "*"),
+        # Before a purge deletes an artifact, every model of the account is read for its model data:
+        # another endpoint deployed with the same settings reads the same prefix. Read-only.
+        _statement("FindArtifactReaders", ["sagemaker:DescribeModel"], [f"{arn}:model/*"]),
     ]
 
 

@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from .session import aws_errors, error_code, is_not_found
 
-__all__ = ["Resource", "create_resource", "delete_resource", "delete_resources", "describe_config", "tags_of"]
+__all__ = ["Resource", "create_resource", "delete_resource", "delete_resources", "describe_config", "describe_model",
+           "tags_of"]
 
 #: ``(kind, name)``; kind is ``"model"``, ``"endpoint config"`` or ``"endpoint"``
 Resource = tuple[str, str]
@@ -37,19 +38,33 @@ def tags_of(sagemaker: Any, arn: str) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in tags}
 
 
+def _found(call: Callable[..., dict[str, Any]], operation: str, **request: str) -> dict[str, Any] | None:
+    """``call(**request)``'s answer, or None when SageMaker says there is no such resource."""
+    with aws_errors(f"sagemaker:{operation} {next(iter(request.values()))}"):
+        try:
+            return call(**request)
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+
 def describe_config(sagemaker: Any, name: str) -> dict[str, Any] | None:
     """DescribeEndpointConfig's answer for ``name``, or None when there is no such config.
 
     Raises:
         AwsError: the call failed for another reason.
     """
-    with aws_errors(f"sagemaker:DescribeEndpointConfig {name}"):
-        try:
-            return sagemaker.describe_endpoint_config(EndpointConfigName=name)
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            raise
+    return _found(sagemaker.describe_endpoint_config, "DescribeEndpointConfig", EndpointConfigName=name)
+
+
+def describe_model(sagemaker: Any, name: str) -> dict[str, Any] | None:
+    """DescribeModel's answer for ``name``, or None when there is no such model (or it just went).
+
+    Raises:
+        AwsError: the call failed for another reason.
+    """
+    return _found(sagemaker.describe_model, "DescribeModel", ModelName=name)
 
 
 def delete_resource(sagemaker: Any, kind: str, name: str) -> bool:

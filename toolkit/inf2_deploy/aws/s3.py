@@ -176,8 +176,10 @@ def abort_stale_uploads(s3: Any, bucket: str, key_prefix: str, *, now: datetime 
     return aborted
 
 
-def delete_prefix(s3: Any, bucket: str, key_prefix: str) -> int:
+def delete_prefix(s3: Any, bucket: str, key_prefix: str, *, dry_run: bool = False) -> int:
     """Delete every object under ``key_prefix``; returns how many were deleted.
+
+    With ``dry_run``, count them and delete nothing.
 
     Raises:
         AwsError: listing or deleting failed.
@@ -187,9 +189,9 @@ def delete_prefix(s3: Any, bucket: str, key_prefix: str) -> int:
     with aws_errors(f"s3:DeleteObjects s3://{bucket}/{key_prefix}"):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
             keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-            if keys:  # one page holds at most 1000 keys, DeleteObjects' limit
+            if keys and not dry_run:  # one page holds at most 1000 keys, DeleteObjects' limit
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-                deleted += len(keys)
+            deleted += len(keys)
     return deleted
 
 

@@ -12,11 +12,22 @@ under SSE-S3, its ETag equals the one the manifest predicts for our part size
 SSE-KMS (where the ETag is not an MD5), its sha256 metadata equals the
 manifest's. ``manifest.json`` goes last: a prefix that has a manifest is complete.
 
+Files are addressed by their content: a file whose content already lies in
+the bucket, in another artifact under the same prefix root (say, every shard
+when only serving.properties changed), is copied inside S3 rather than sent
+again (:class:`~inf2_deploy.aws.artifact_store.StoredContent` finds it).
+s3transfer copies in parts of the same size as its uploads, so the copy gets
+the ETag an upload would, and the source's ``sha256`` metadata goes with it.
+A copy is checked like an upload, and one that fails or lands wrong is
+uploaded instead. A copy onto itself re-encrypts an object whose content is
+right but whose encryption is not (a new ``--kms-key``).
+
 Objects just written are checked from S3's own answer to the write when that
-answer proves them: under SSE-S3 the PutObject / CompleteMultipartUpload
-response carries the same ETag and encryption a HeadObject would report (see
-:class:`WriteLog`). Under SSE-KMS, and whenever the answer lacks them, a
-HeadObject checks the object as before.
+answer proves them: under SSE-S3 the PutObject / CopyObject /
+CompleteMultipartUpload response carries the same ETag and encryption a
+HeadObject would report (see :class:`~inf2_deploy.aws.write_log.WriteLog`).
+Under SSE-KMS, and whenever the answer lacks them, a HeadObject checks the
+object as before.
 
 A killed uploader leaves its multipart uploads behind, and S3 bills their
 parts until they are aborted: each upload first aborts the stale ones under
@@ -38,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
@@ -46,8 +57,10 @@ from s3transfer.subscribers import BaseSubscriber
 from ..artifact.manifest import MANIFEST_NAME, UPLOAD_PART_SIZE, Artifact, FileDigest
 from ..errors import AwsError
 from ..observer import DeployObserver, NullObserver
+from .artifact_store import StoredContent
 from .s3 import abort_stale_uploads
 from .session import aws_errors, is_not_found
+from .write_log import WriteLog
 
 __all__ = [
     "MAX_CONCURRENCY",
@@ -57,8 +70,8 @@ __all__ = [
     "UploadResult",
     "UploadTracker",
     "Uploader",
-    "WriteLog",
     "sse_args",
+    "succeeded",
     "transfer_config",
     "upload_artifact",
 ]
@@ -118,71 +131,14 @@ class UploadResult:
     uploaded: tuple[str, ...]
     skipped: tuple[str, ...]
     bytes_uploaded: int
+    #: files copied inside S3 from another object with the same content (not uploaded)
+    copied: tuple[str, ...] = ()
+    bytes_copied: int = 0
 
     @property
     def s3_uri(self) -> str:
         """``s3://bucket/prefix/`` with the trailing slash SageMaker's S3Prefix needs."""
         return f"s3://{self.bucket}/{self.key_prefix}"
-
-
-class WriteLog:
-    """What S3 answered to each object write made through one client while the log is open.
-
-    S3 computes an object's ETag from the bytes it stored and returns it in the
-    PutObject and CompleteMultipartUpload responses, exactly as HeadObject
-    reports it later, so under SSE-S3 that answer proves the content without a
-    second request (a HeadObject costs a round trip per object, and some
-    S3-compatible servers compute the MD5 of the whole object to answer it).
-
-    Use as a context manager: it hooks the client's event system on entry and
-    unhooks on exit. Entries are keyed ``bucket/key``; a new write of a key
-    forgets the old answer first, so an entry is always the latest complete write.
-    """
-
-    _WRITES = ("PutObject", "CreateMultipartUpload", "CompleteMultipartUpload")
-    _ANSWERS = ("PutObject", "CompleteMultipartUpload")
-    _CONTEXT_KEY = "inf2_deploy_write_key"
-
-    def __init__(self, s3: Any) -> None:
-        self._events = s3.meta.events
-        self._answers: dict[str, dict[str, str]] = {}
-        self._lock = threading.Lock()
-        self._id = f"inf2-deploy-write-log-{id(self)}"
-
-    def __enter__(self) -> WriteLog:
-        for operation in self._WRITES:
-            self._events.register(f"before-parameter-build.s3.{operation}", self._started,
-                                  unique_id=f"{self._id}-{operation}-start")
-        for operation in self._ANSWERS:
-            self._events.register(f"after-call.s3.{operation}", self._answered,
-                                  unique_id=f"{self._id}-{operation}-answer")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for operation in self._WRITES:
-            self._events.unregister(f"before-parameter-build.s3.{operation}",
-                                    unique_id=f"{self._id}-{operation}-start")
-        for operation in self._ANSWERS:
-            self._events.unregister(f"after-call.s3.{operation}", unique_id=f"{self._id}-{operation}-answer")
-
-    def get(self, bucket: str, key: str) -> dict[str, str] | None:
-        """``{"ETag", "ServerSideEncryption"}`` of the last successful write of ``key``, else None."""
-        with self._lock:
-            return self._answers.get(f"{bucket}/{key}")
-
-    def _started(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        name = f"{params.get('Bucket')}/{params.get('Key')}"
-        context[self._CONTEXT_KEY] = name
-        with self._lock:
-            self._answers.pop(name, None)
-
-    def _answered(self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        name = context.get(self._CONTEXT_KEY)
-        if name is None or http_response.status_code != 200 or "Error" in parsed or not parsed.get("ETag"):
-            return
-        with self._lock:
-            self._answers[name] = {"ETag": parsed["ETag"].strip('"'),
-                                   "ServerSideEncryption": parsed.get("ServerSideEncryption", "")}
 
 
 class UploadTracker:
@@ -249,6 +205,37 @@ class Uploader:
             subscribers=[ProgressSubscriber(self.tracker, item.name)],
         )
 
+    def start_copy(self, item: UploadItem, source_key: str) -> TransferFuture:
+        """Start copying ``source_key`` (same bucket, same content) to ``item``'s key inside S3.
+
+        The object gets the prefix's encryption and keeps the source's metadata (its sha256);
+        s3transfer copies in parts of its chunk size, so the ETag is the one an upload gets.
+        """
+        return self._manager.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket,
+                                  self.key_prefix + item.name, extra_args=dict(self.extra),
+                                  subscribers=[ProgressSubscriber(self.tracker, item.name)])
+
+    def start_from(self, item: UploadItem, sources: StoredContent | None) -> tuple[TransferFuture, bool]:
+        """Start copying ``item`` from an object ``sources`` knows to hold its content, else uploading
+        it; the flag is True for a copy."""
+        source = sources.find(item.sha256, item.size, destination=self.key_prefix + item.name) if sources else None
+        return (self.start_copy(item, source), True) if source else (self.start(item), False)
+
+    def send_or_copy(self, items: Iterable[UploadItem], sources: StoredContent | None) -> list[str]:
+        """Like :meth:`send`, but copy inside S3 what ``sources`` already holds; returns the names copied.
+
+        A failed copy raises nothing: the caller's check finds that object missing and uploads it.
+
+        Raises:
+            AwsError: an upload failed.
+        """
+        started = {item.name: self.start_from(item, sources) for item in items}
+        with aws_errors(f"s3:PutObject s3://{self.bucket}/{self.key_prefix}"):
+            for future, copy in started.values():
+                if not copy:
+                    future.result()
+        return [name for name, (future, copy) in started.items() if copy and succeeded(future)]
+
     def send(self, items: Iterable[UploadItem]) -> None:
         """Upload ``items`` in parallel and wait for all of them.
 
@@ -259,6 +246,15 @@ class Uploader:
         with aws_errors(f"s3:PutObject s3://{self.bucket}/{self.key_prefix}"):
             for future in futures:
                 future.result()
+
+
+def succeeded(future: TransferFuture) -> bool:
+    """Wait for ``future``; False when its transfer failed (the caller checks and sends again)."""
+    try:
+        future.result()
+    except (ClientError, BotoCoreError):
+        return False
+    return True
 
 
 def _items(artifact: Artifact) -> tuple[list[UploadItem], UploadItem]:
@@ -325,12 +321,14 @@ def upload_artifact(
     observer: DeployObserver | None = None,
     config: TransferConfig | None = None,
     log: WriteLog | None = None,
+    sources: StoredContent | None = None,
 ) -> UploadResult:
     """Upload ``artifact``'s files under ``s3://bucket/key_prefix/``, manifest last.
 
     Objects that already match (size, encryption, and ETag or SHA-256
     metadata; see the module docstring) are skipped, so an interrupted upload resumes and a repeated one sends
-    nothing. After the upload every object is checked against the manifest and
+    nothing. Files whose content ``sources`` finds elsewhere in the bucket are copied there inside S3.
+    After the upload every object is checked against the manifest and
     mismatches are sent once more. Stale multipart uploads under the prefix,
     left by a killed uploader, are aborted first (see ``abort_stale_uploads``).
 
@@ -342,8 +340,9 @@ def upload_artifact(
         kms_key_id: encrypt with this KMS key instead of SSE-S3.
         observer: told ``on_progress(done_bytes, total_bytes, label)``, from transfer threads.
         config: s3transfer settings; default ``transfer_config(artifact.part_size)``.
-        log: an open :class:`WriteLog` of ``s3`` that already holds earlier writes
-            of this upload (``pipeline`` passes its own); default: a fresh one.
+        log: an open :class:`~inf2_deploy.aws.write_log.WriteLog` of ``s3`` that already holds earlier
+            writes of this upload (``pipeline`` passes its own); default: a fresh one.
+        sources: where content already lies in the bucket; default: upload everything that is missing.
 
     Raises:
         AwsError: an S3 call failed, or an object still mismatches after a resend.
@@ -358,11 +357,11 @@ def upload_artifact(
             log = stack.enter_context(WriteLog(s3))
         stack.callback(manager.shutdown)  # before the log closes: in-flight writes still answer into it
         uploader = Uploader(manager, bucket, key_prefix, kms_key_id=kms_key_id, tracker=tracker)
-        return _upload(s3, uploader, files, manifest, log)
+        return _upload(s3, uploader, files, manifest, log, sources)
 
 
 def _upload(s3: Any, uploader: Uploader, files: list[UploadItem], manifest: UploadItem,
-            log: WriteLog) -> UploadResult:
+            log: WriteLog, sources: StoredContent | None) -> UploadResult:
     where = f"s3://{uploader.bucket}/{uploader.key_prefix}"
     todo = _mismatched(s3, uploader, files, log)
     manifest_ok = not _mismatched(s3, uploader, [manifest], log)
@@ -371,8 +370,9 @@ def _upload(s3: Any, uploader: Uploader, files: list[UploadItem], manifest: Uplo
     pending = [*todo, manifest] if send_manifest else []
     uploader.tracker.add(sum(item.size for item in [*files, manifest] if item not in pending), "already in S3")
 
-    uploader.send(todo)
+    copied = set(uploader.send_or_copy(todo, sources))
     resend = _mismatched(s3, uploader, todo, log)
+    copied -= {item.name for item in resend}
     if resend:
         uploader.tracker.add(-sum(item.size for item in resend), "verifying")
         uploader.send(resend)
@@ -384,11 +384,14 @@ def _upload(s3: Any, uploader: Uploader, files: list[UploadItem], manifest: Uplo
         uploader.send([manifest])
         if _mismatched(s3, uploader, [manifest], log):
             raise AwsError(f"{where}{MANIFEST_NAME} does not match after upload")
-    uploaded = tuple(item.name for item in pending)
+    uploaded = [item for item in pending if item.name not in copied]
+    copies = [item for item in todo if item.name in copied]
     return UploadResult(
         bucket=uploader.bucket,
         key_prefix=uploader.key_prefix,
-        uploaded=uploaded,
-        skipped=tuple(item.name for item in [*files, manifest] if item.name not in uploaded),
-        bytes_uploaded=sum(item.size for item in pending),
+        uploaded=tuple(item.name for item in uploaded),
+        skipped=tuple(item.name for item in [*files, manifest] if item not in uploaded and item not in copies),
+        bytes_uploaded=sum(item.size for item in uploaded),
+        copied=tuple(item.name for item in copies),
+        bytes_copied=sum(item.size for item in copies),
     )

@@ -28,6 +28,7 @@ from ..spec.validators import check_endpoint_name
 from ..status import DeploymentStatus
 
 if TYPE_CHECKING:
+    from ..aws.teardown import Teardown
     from ..local.records import LocalDeployment, LocalStore
     from ..observer import DeployObserver
 
@@ -168,8 +169,8 @@ class LocalTarget:
                 yield from _read_new_lines(stream)
                 self._clock.sleep(LOCAL_LOG_POLL_SECONDS)
 
-    def delete(self, *, purge: bool = False, wait: bool = False) -> list[str]:
-        """Stop the server (if it still runs) and forget the deployment.
+    def delete(self, *, purge: bool = False, dry_run: bool = False, wait: bool = False) -> list[str]:
+        """Stop the server (if it still runs) and forget the deployment; with ``dry_run``, only say so.
 
         ``purge`` and ``wait`` do not apply: the packaged artifact stays in the local cache,
         where the next deploy of the same model reuses it.
@@ -182,7 +183,7 @@ class LocalTarget:
         if self.deployment is None:
             raise ConfigError("a server given by URL is not a deployment inf2-deploy manages",
                               field="name", value=self.url)
-        record = LocalSupervisor(self._store, self._clock).delete(self.deployment.name)
+        record = self.deployment if dry_run else LocalSupervisor(self._store, self._clock).delete(self.deployment.name)
         return [f"local deployment {record.name} ({record.url}, pid {record.pid})"]
 
 
@@ -335,16 +336,17 @@ class SageMakerTarget:
             self._clock.sleep(CLOUDWATCH_POLL_SECONDS)
             lines = tailer.poll()
 
-    def delete(self, *, purge: bool = False, wait: bool = False) -> list[str]:
-        """Delete the endpoint, its endpoint config and model; with ``purge``, the S3 artifact too.
+    def delete(self, *, purge: bool = False, dry_run: bool = False, wait: bool = False) -> Teardown:
+        """Delete the endpoint, its endpoint config and model; with ``purge``, every artifact prefix it
+        deployed that no other live model reads; with ``dry_run``, nothing (see ``delete_deployment``).
 
         Returns:
-            What was deleted, one item per resource.
+            What was deleted (iterating it yields one item per resource) and the prefixes kept.
         """
         from ..aws.teardown import delete_deployment
 
-        return list(delete_deployment(self.name, purge_artifacts=purge, wait=wait, session=self.session,
-                                      clock=self._clock))
+        return delete_deployment(self.name, purge_artifacts=purge, dry_run=dry_run, wait=wait, session=self.session,
+                                 clock=self._clock)
 
 
 Target = LocalTarget | SageMakerTarget
