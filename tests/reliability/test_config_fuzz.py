@@ -106,8 +106,9 @@ def test_invalid_config_file_exits_2_naming_a_field_before_any_aws_call(
     # strip(): the progress display may leave an empty line before the error
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err, err
-    named = err.removeprefix("error: ").split(":", 1)[0].split(".")[0]
+    first, *others = err.splitlines()  # one line per further problem, indented
+    assert first.startswith("error: ") and all(line.startswith("  ") for line in others), err
+    named = first.removeprefix("error: ").split(":", 1)[0].split(".")[0]
     assert named in {*overrides, "role_arn", "config"}, (overrides, err)
     assert no_aws.calls == []
 
