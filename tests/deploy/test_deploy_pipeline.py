@@ -184,3 +184,25 @@ def test_deploy_packages_and_uploads_in_one_pass(session, tiny_spec, clock, tmp_
     assert manifest == (tmp_path / "art" / MANIFEST_NAME).read_bytes()
     again = deploy(tiny_spec, session=session, clock=clock, output=tmp_path / "art")
     assert (again.changed, again.bytes_uploaded) == (False, 0)
+
+
+def test_a_serving_properties_change_is_sent_alone_and_the_rest_copied_while_packaging(
+        s3, tmp_path, cache_dir, count_calls):
+    _, first = package_and_upload(_spec(), tmp_path / "art", s3, BUCKET, "pipe", cache_dir=cache_dir,
+                                  max_shard_bytes=4 * MIB)
+    calls = count_calls(s3)
+    artifact, result = package_and_upload(_spec(batch_size=2), tmp_path / "art", s3, BUCKET, "pipe",
+                                          cache_dir=cache_dir, max_shard_bytes=4 * MIB)
+
+    assert result.key_prefix != first.key_prefix
+    assert result.uploaded == ("serving.properties", MANIFEST_NAME)
+    assert result.bytes_uploaded == sum((artifact.directory / name).stat().st_size for name in result.uploaded)
+    others = {f.path for f in artifact.files} - {"serving.properties"}
+    assert set(result.copied) == others and len(others) >= 5
+    assert result.bytes_copied == sum(f.size for f in artifact.files if f.path in others)
+    # The copies start as the packager reports each file, before the final pass (which begins by
+    # looking for stale multipart uploads).
+    names = calls.names()
+    assert names.index("CopyObject") < names.index("ListMultipartUploads")
+    old, new = _objects(s3, first.key_prefix), _objects(s3, result.key_prefix)
+    assert {name: new[name] for name in others} == {name: old[name] for name in others}

@@ -141,3 +141,53 @@ def test_unencrypted_objects_are_uploaded_again_with_sse(s3, artifact):
         s3.upload_file(str(artifact.directory / item.path), BUCKET, f"{PREFIX}/{item.path}")
     result = upload_artifact(s3, artifact, BUCKET, PREFIX)
     assert result.uploaded == ("config.json", "model.safetensors", "manifest.json")
+
+
+def test_content_already_in_another_artifact_is_copied_not_uploaded(s3, artifact, count_calls):
+    """Same files under a new prefix: S3 copies them (in parts, for the multipart one); only the manifest is sent."""
+    from inf2_deploy.aws.artifact_store import StoredContent
+
+    upload_artifact(s3, artifact, BUCKET, PREFIX, config=transfer_config(PART))
+    calls = count_calls(s3)
+    sources = StoredContent(s3, BUCKET, "inf2-deploy/tiny")
+    result = upload_artifact(s3, artifact, BUCKET, "inf2-deploy/tiny/def", config=transfer_config(PART),
+                             sources=sources)
+
+    assert result.copied == ("config.json", "model.safetensors")
+    assert result.bytes_copied == artifact.total_bytes
+    assert (result.uploaded, result.bytes_uploaded) == (("manifest.json",), artifact.manifest_path.stat().st_size)
+    assert calls.names().count("UploadPartCopy") == 3 and "UploadPart" not in calls.names()
+    assert [p["Key"] for n, p in calls.calls if n == "PutObject"] == ["inf2-deploy/tiny/def/manifest.json"]
+    # S3's answers to CopyObject and to the multipart copy's completion prove the copies: the only
+    # HeadObjects of the new prefix are the check for what is already there, before anything is sent.
+    heads = [p["Key"] for n, p in calls.calls if n == "HeadObject" and p["Key"].startswith("inf2-deploy/tiny/def/")]
+    assert heads == [f"inf2-deploy/tiny/def/{name}" for name in ("config.json", "model.safetensors", "manifest.json")]
+    for item in artifact.files:
+        head = s3.head_object(Bucket=BUCKET, Key=f"inf2-deploy/tiny/def/{item.path}")
+        assert head["ETag"].strip('"') == item.s3_etag and head["Metadata"] == {"sha256": item.sha256}
+        assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_a_copy_that_lands_wrong_is_uploaded(s3, artifact):
+    from inf2_deploy.aws.artifact_store import StoredContent
+
+    upload_artifact(s3, artifact, BUCKET, PREFIX, config=transfer_config(PART))
+    # The source changed after its manifest was written: a copy of it would not match.
+    config = artifact.directory / "config.json"
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/config.json", Body=b"z" * config.stat().st_size,
+                  ServerSideEncryption="AES256", Metadata={"sha256": artifact.files[0].sha256})
+    result = upload_artifact(s3, artifact, BUCKET, "inf2-deploy/tiny/def", config=transfer_config(PART),
+                             sources=StoredContent(s3, BUCKET, "inf2-deploy/tiny"))
+    assert result.copied == ("model.safetensors",)
+    assert result.uploaded == ("config.json", "manifest.json")
+    assert s3.get_object(Bucket=BUCKET, Key="inf2-deploy/tiny/def/config.json")["Body"].read() == config.read_bytes()
+
+
+def test_delete_prefix_dry_run_counts_and_keeps(s3, artifact):
+    from inf2_deploy.aws.s3 import delete_prefix
+
+    upload_artifact(s3, artifact, BUCKET, PREFIX, config=transfer_config(PART))
+    assert delete_prefix(s3, BUCKET, PREFIX, dry_run=True) == 3
+    assert len(s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]) == 3
+    assert delete_prefix(s3, BUCKET, PREFIX) == 3
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)
