@@ -191,3 +191,23 @@ def test_delete_prefix_dry_run_counts_and_keeps(s3, artifact):
     assert len(s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]) == 3
     assert delete_prefix(s3, BUCKET, PREFIX) == 3
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)
+
+
+def test_a_server_whose_part_copies_lack_an_etag_gets_an_upload(s3, artifact):
+    """rclone answers UploadPartCopy without the part's ETag; s3transfer cannot finish such a copy."""
+    from inf2_deploy.aws.artifact_store import StoredContent
+
+    upload_artifact(s3, artifact, BUCKET, PREFIX, config=transfer_config(PART))
+
+    def like_rclone(parsed: dict, **kwargs: object) -> None:
+        parsed.get("CopyPartResult", {}).pop("ETag", None)
+
+    s3.meta.events.register("after-call.s3.UploadPartCopy", like_rclone)
+    result = upload_artifact(s3, artifact, BUCKET, "inf2-deploy/tiny/def", config=transfer_config(PART),
+                             sources=StoredContent(s3, BUCKET, "inf2-deploy/tiny"))
+    assert result.copied == ("config.json",)  # a single CopyObject is fine
+    assert result.uploaded == ("model.safetensors", "manifest.json")
+    shard = artifact.files[1]
+    head = s3.head_object(Bucket=BUCKET, Key=f"inf2-deploy/tiny/def/{shard.path}")
+    assert head["ETag"].strip('"') == shard.s3_etag
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")  # the failed copy was aborted

@@ -249,10 +249,14 @@ class Uploader:
 
 
 def succeeded(future: TransferFuture) -> bool:
-    """Wait for ``future``; False when its transfer failed (the caller checks and sends again)."""
+    """Wait for ``future``; False when its transfer failed (the caller checks and sends again).
+
+    Besides S3's errors, a malformed answer counts as a failure: some S3-compatible servers
+    answer UploadPartCopy without the part's ETag (rclone), and s3transfer then raises KeyError.
+    """
     try:
         future.result()
-    except (ClientError, BotoCoreError):
+    except (ClientError, BotoCoreError, KeyError):
         return False
     return True
 
