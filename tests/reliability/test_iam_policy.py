@@ -223,6 +223,7 @@ def test_cli_role_and_role_name_are_one_or_the_other(capsys: pytest.CaptureFixtu
 @pytest.mark.slow
 def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
         moto_server: str, record_aws_calls, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    import boto3
     from inf2_deploy.client.predictor import Predictor
     from inf2_deploy.errors import InvocationError
 
@@ -231,6 +232,8 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
               "--region", REGION, "--role", role]
     assert main(deploy) == 0
     assert main([*deploy, "--volume-size-gb", "40"]) == 0  # changed settings: UpdateEndpoint
+    # A new serving.properties: a new artifact, whose other files S3 copies from the first one.
+    assert main([*deploy, "--volume-size-gb", "40", "--batch-size", "2"]) == 0
     assert main(["status", "tiny", "--region", REGION]) == 0
     assert main(["logs", "tiny", "--region", REGION]) == 0
     assert main(["list", "--region", REGION]) == 0
@@ -241,6 +244,11 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
         pass
     with pytest.raises(InvocationError):  # moto has no InvokeEndpointWithResponseStream
         list(predictor.stream("Hello"))
+    # Someone else's model (made outside the recording): a purge reads every model's data before deleting.
+    recorded = len(record_aws_calls.calls)
+    boto3.client("sagemaker", region_name=REGION).create_model(
+        ModelName="someone-else", ExecutionRoleArn=role, PrimaryContainer={"Image": "example"})
+    del record_aws_calls.calls[recorded:]
     assert main(["delete", "tiny", "--purge-artifacts", "--region", REGION]) == 0
     assert main(["delete", "tiny", "--region", REGION]) == 2  # nothing left: looks for leftovers, then says so
     capsys.readouterr()
@@ -256,3 +264,5 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
     assert {"sagemaker:UpdateEndpoint", "sagemaker:InvokeEndpointWithResponseStream", "s3:CreateBucket",
             "s3:PutLifecycleConfiguration", "s3:ListBucketMultipartUploads", "iam:PassRole",
             "s3:DeleteObject"} <= used
+    made = {(operation, params.get("ModelName")) for _, operation, params in record_aws_calls.calls}
+    assert {("CopyObject", None), ("DescribeModel", "someone-else")} <= made
