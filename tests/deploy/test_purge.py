@@ -319,3 +319,15 @@ def test_a_failed_deploy_keeps_its_artifact_when_another_endpoint_reads_it(
     with pytest.raises(EndpointFailedError):
         deploy(tiny_spec, session=session, clock=later(1), output=tmp_path / "art")
     assert _keys(s3, other.artifact_s3_uri.removeprefix(f"s3://{BUCKET}/")) == before
+
+
+def test_a_local_dry_run_names_the_server_and_leaves_it_running(tmp_path):
+    from inf2_deploy.client.targets import resolve
+    from inf2_deploy.local.records import LocalDeployment, LocalStore
+
+    store = LocalStore(tmp_path / "records", alive=lambda pid: pid == 101)
+    store.save(LocalDeployment(name="tiny-local", url="http://127.0.0.1:8765", pid=101, artifact_dir="/a",
+                               log_file=str(store.log_path("tiny-local")), started_at="2026-01-01T00:00:00+00:00"))
+    target = resolve("tiny-local", store=store)
+    assert target.delete(dry_run=True) == ["local deployment tiny-local (http://127.0.0.1:8765, pid 101)"]
+    assert store.get("tiny-local") is not None
