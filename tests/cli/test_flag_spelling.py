@@ -45,6 +45,11 @@ def test_every_unknown_flag_is_listed_and_their_values_are_not(capsys: pytest.Ca
                          "--instance-type?), --initial-instance-count (did you mean --instance-count?), stray")
 
 
+def test_a_word_after_a_flag_with_its_own_value_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _usage_error(capsys, ["plan", "--tp=2", "stray"])
+    assert lines[-1] == "inf2-deploy plan: error: unrecognized arguments: --tp=2 (did you mean --tp-degree?), stray"
+
+
 @pytest.mark.parametrize("argv", [["plan", "--instance-t", "ml.inf2.xlarge"], ["plan", "--tp-deg", "2"],
                                   ["invoke", "gptj", "Hi", "--max-new", "5"], ["--deb", "list"]])
 def test_abbreviations_are_refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:

@@ -114,6 +114,7 @@ class CommandParser(argparse.ArgumentParser):
         after_flag = False
         for item in extras:
             if item.startswith("-") and not _NUMBER.match(item):
+                after_flag = "=" not in item  # --flag=value carries its value
                 suggestion = suggest_flag(item, known)
                 elsewhere = self.flag_commands.get(item.split("=", 1)[0])
                 if suggestion:
@@ -121,7 +122,6 @@ class CommandParser(argparse.ArgumentParser):
                 elif elsewhere:
                     item += f" (a flag of {', '.join(elsewhere)})"
                 shown.append(item)
-                after_flag = "=" not in item
             elif not after_flag:  # a word right after an unknown flag is taken for its value
                 shown.append(item)
             else:
