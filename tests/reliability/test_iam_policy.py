@@ -230,8 +230,9 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
     role = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
     deploy = ["deploy", "--model", "tiny-gptj", "--instance-type", "ml.inf2.xlarge", "--endpoint-name", "tiny",
               "--region", REGION, "--role", role]
-    assert main(deploy) == 0
-    assert main([*deploy, "--volume-size-gb", "40"]) == 0  # changed settings: UpdateEndpoint
+    assert main([*deploy, "--tag", "team=ml"]) == 0
+    # Changed settings: UpdateEndpoint; the endpoint's tags follow the deploy (team goes: DeleteTags).
+    assert main([*deploy, "--volume-size-gb", "40"]) == 0
     # A new serving.properties: a new artifact, whose other files S3 copies from the first one.
     assert main([*deploy, "--volume-size-gb", "40", "--batch-size", "2"]) == 0
     assert main(["status", "tiny", "--region", REGION]) == 0

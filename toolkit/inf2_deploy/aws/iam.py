@@ -203,7 +203,7 @@ def _sagemaker_statements(region: str, account: str, endpoint: str, derived: str
             ["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel",
              "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig",
              "sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint",
-             "sagemaker:DeleteEndpoint", "sagemaker:AddTags", "sagemaker:ListTags"],
+             "sagemaker:DeleteEndpoint", "sagemaker:AddTags", "sagemaker:DeleteTags", "sagemaker:ListTags"],
             [f"{arn}:model/{sm_derived}", f"{arn}:endpoint-config/{sm_derived}", f"{arn}:endpoint/{sm_endpoint}"],
         ),
         _statement("InvokeEndpoint", ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
