@@ -49,7 +49,7 @@ class Teardown(Sequence[str]):
     #: nothing was deleted: ``deleted`` is what would have been
     dry_run: bool = False
 
-    def __getitem__(self, index: int) -> str:  # type: ignore[override] - slices are not needed
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:  # type: ignore[override]
         return self.deleted[index]
 
     def __len__(self) -> int:
