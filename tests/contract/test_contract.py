@@ -15,7 +15,7 @@ from typing import Any, get_args
 import pytest
 from inf2_deploy.artifact.djl_properties import handler_properties, parse_properties
 from inf2_deploy.artifact.properties import PROPERTY_REFERENCE, render_properties, serving_properties
-from inf2_deploy.client.predictor import check_parameters
+from inf2_deploy.client.invocation import check_parameters
 from inf2_deploy.errors import ConfigError
 from inf2_deploy.local.supervisor import check_backend
 from inf2_deploy.spec.deployment_spec import DeploymentSpec, load_spec

@@ -14,7 +14,8 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from inf2_deploy.cli import main
-from inf2_deploy.client.predictor import MAX_BODY_BYTES, InvokeResponse, LocalPredictor, Predictor
+from inf2_deploy.client.invocation import MAX_BODY_BYTES, InvokeResponse
+from inf2_deploy.client.predictor import LocalPredictor, Predictor
 from inf2_deploy.errors import ConfigError, InvocationError
 from support.aws import REGION
 

@@ -9,7 +9,8 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from inf2_deploy.client.predictor import GENERATION_PARAMETERS, Predictor, check_parameters
+from inf2_deploy.client.invocation import GENERATION_PARAMETERS, check_parameters
+from inf2_deploy.client.predictor import Predictor
 from inf2_deploy.errors import ConfigError, CredentialsError, EndpointNotFoundError, InvocationError
 from sagemaker_eventstream import payload_part, serve_event_stream, stream_exception
 

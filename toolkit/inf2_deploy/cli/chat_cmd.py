@@ -66,7 +66,7 @@ def chat_loop(predictor: Any, parameters: dict[str, Any], *, interactive: bool) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..client.predictor import check_parameters
+    from ..client.invocation import check_parameters
 
     parameters = check_parameters(generation_parameters(args))
     with target_from_args(args).predictor() as predictor:

@@ -161,7 +161,7 @@ def _stream(predictor: Any, prompt: str, parameters: dict[str, Any], details: bo
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..client.predictor import check_parameters
+    from ..client.invocation import check_parameters
     from ..client.targets import resolve, resolve_url
 
     parameters = check_parameters(generation_parameters(args))  # before any call, even name lookups
