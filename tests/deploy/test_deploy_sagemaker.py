@@ -36,12 +36,13 @@ def test_first_deploy_sends_exact_requests(session, tiny_spec, tiny_artifact, cl
     assert (deployment.model_name, deployment.endpoint_config_name) == (name, name)
     assert deployment.artifact_s3_uri == prefix
     assert deployment.status is DeploymentStatus.IN_SERVICE and deployment.changed
-    settings = dict((t["Key"], t["Value"]) for t in calls.params("CreateModel")[0]["Tags"])["inf2-deploy:settings"]
+    sent = dict((t["Key"], t["Value"]) for t in calls.params("CreateModel")[0]["Tags"])
     tags = [
         {"Key": "inf2-deploy:managed", "Value": "true"},
         {"Key": "inf2-deploy:version", "Value": version.__version__},
         {"Key": "inf2-deploy:fingerprint", "Value": fingerprint},
-        {"Key": "inf2-deploy:settings", "Value": settings},
+        {"Key": "inf2-deploy:settings", "Value": sent["inf2-deploy:settings"]},
+        {"Key": "inf2-deploy:model-settings", "Value": sent["inf2-deploy:model-settings"]},
         {"Key": "inf2-deploy:endpoint", "Value": "tiny"},
     ]
     assert calls.params("CreateModel") == [{
@@ -121,7 +122,7 @@ def test_second_deploy_uploads_nothing_and_is_a_no_op(
     assert _names(session, "models") == [first.model_name]
 
 
-def test_changed_settings_update_in_place_and_remove_superseded(
+def test_an_instance_count_change_updates_only_the_endpoint_config(
         session, tiny_spec, tiny_artifact, make_clock, count_calls, status_script):
     first = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=make_clock())
     sagemaker = session.client("sagemaker")
@@ -133,18 +134,42 @@ def test_changed_settings_update_in_place_and_remove_superseded(
     second = deploy(tiny_spec.replace(instance_count=2), artifact=tiny_artifact, session=session, clock=later,
                     on_status=lambda status, elapsed: statuses.append(status))
 
-    assert second.changed and second.model_name != first.model_name
-    assert calls.params("UpdateEndpoint") == [{"EndpointName": "tiny", "EndpointConfigName": second.model_name}]
+    # The model (artifact, image, environment) is unchanged: the new config serves the running model.
+    assert second.changed and second.model_name == first.model_name and second.bytes_uploaded == 0
+    assert "CreateModel" not in calls.names()
+    assert calls.params("CreateEndpointConfig")[0]["ProductionVariants"][0]["ModelName"] == first.model_name
+    assert calls.params("UpdateEndpoint") == [{"EndpointName": "tiny",
+                                               "EndpointConfigName": second.endpoint_config_name}]
     assert "CreateEndpoint" not in calls.names()
     assert served == ["InService", "Updating", "Updating", "InService"]
     assert statuses == [DeploymentStatus.UPDATING, DeploymentStatus.UPDATING, DeploymentStatus.IN_SERVICE]
-    # SageMaker moved traffic to the new config; the old model and config were removed afterwards.
+    # SageMaker moved traffic to the new config; the old config was removed afterwards, the model kept.
     assert calls.names().index("UpdateEndpoint") < calls.names().index("DeleteEndpointConfig")
-    assert _names(session, "models") == [second.model_name]
+    assert "DeleteModel" not in calls.names()
+    assert _names(session, "models") == [first.model_name]
     assert _names(session, "configs") == [second.endpoint_config_name]
     described = sagemaker.describe_endpoint(EndpointName="tiny")
     assert described["EndpointConfigName"] == second.endpoint_config_name
     assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+
+
+def test_a_model_change_updates_in_place_and_removes_the_superseded_model(
+        session, tiny_spec, tiny_artifact, make_clock, count_calls, status_script):
+    first = deploy(tiny_spec, artifact=tiny_artifact, session=session, clock=make_clock())
+    sagemaker = session.client("sagemaker")
+    calls = count_calls(sagemaker)
+    status_script(sagemaker, ["InService", "Updating", "InService"])
+    later = make_clock()
+    later.elapsed = 60.0
+    second = deploy(tiny_spec.replace(env={"OPTION_ROLLING_BATCH": "disable"}), artifact=tiny_artifact,
+                    session=session, clock=later)
+
+    assert second.changed and second.model_name != first.model_name
+    assert len(calls.params("CreateModel")) == 1
+    assert calls.params("UpdateEndpoint") == [{"EndpointName": "tiny", "EndpointConfigName": second.model_name}]
+    assert calls.names().index("UpdateEndpoint") < calls.names().index("DeleteModel")
+    assert _names(session, "models") == [second.model_name]
+    assert _names(session, "configs") == [second.endpoint_config_name]
 
 
 def test_failed_update_keeps_the_old_config_and_removes_only_the_new_one(

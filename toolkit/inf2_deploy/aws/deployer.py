@@ -39,7 +39,7 @@ from .endpoint import DEFAULT_POLL_SECONDS, Endpoint, find_endpoint
 from .logs import LogTailer
 from .model_data import read_model_data
 from .reconcile import Action, Reconciliation, reconcile
-from .requests import DeployRequests, build_requests
+from .requests import DeployRequests, build_requests, config_for_model
 from .resources import Resource, create_resource, delete_resources
 from .s3 import ensure_bucket
 from .session import Session, aws_errors, make_session
@@ -202,7 +202,8 @@ class Deployer:
             return self._as_found(staged, requests, found, retagged=rollout.retagged)
         verb = "updating" if found.action is Action.UPDATE else "creating"
         deployment = Deployment(
-            requests.endpoint_name, self.session.region, staged.s3_uri, requests.name, requests.name,
+            requests.endpoint_name, self.session.region, staged.s3_uri, found.reused_model or requests.name,
+            requests.name,
             DeploymentStatus.UPDATING if found.action is Action.UPDATE else DeploymentStatus.CREATING,
             session=self.session, bytes_uploaded=staged.upload.bytes_uploaded,
             message=f"{verb} endpoint {requests.endpoint_name} with artifact {requests.fingerprint[:12]}")
@@ -301,13 +302,17 @@ class Deployer:
         if reconciliation.action is Action.RETAG:
             self._retag(reconciliation.retag, retagged)
             return Rollout(requests, reconciliation, (), tuple(retagged))
+        config = requests.config
         try:
-            created.append(("model", name))
-            create_resource(sagemaker.create_model, "CreateModel", name, **requests.model, Tags=tags)
-            self.observer.on_event(f"created model {name}")
+            if reconciliation.reused_model is None:
+                created.append(("model", name))
+                create_resource(sagemaker.create_model, "CreateModel", name, **requests.model, Tags=tags)
+                self.observer.on_event(f"created model {name}")
+            else:
+                config = config_for_model(config, reconciliation.reused_model)
+                self.observer.on_event(f"kept model {reconciliation.reused_model}: only the endpoint config changes")
             created.append(("endpoint config", name))
-            create_resource(sagemaker.create_endpoint_config, "CreateEndpointConfig", name, **requests.config,
-                            Tags=tags)
+            create_resource(sagemaker.create_endpoint_config, "CreateEndpointConfig", name, **config, Tags=tags)
             self.observer.on_event(f"created endpoint config {name}")
             if reconciliation.action is Action.CREATE:
                 created.append(("endpoint", requests.endpoint_name))

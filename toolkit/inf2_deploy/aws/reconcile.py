@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import AwsError
 from ..status import DeploymentStatus
 from .endpoint import Endpoint, find_endpoint
-from .requests import TAG_FINGERPRINT, TAG_MANAGED, TAG_SETTINGS, DeployRequests
+from .requests import TAG_FINGERPRINT, TAG_MANAGED, TAG_MODEL_SETTINGS, TAG_SETTINGS, DeployRequests
 from .resources import Resource, describe_config, tags_of
 from .tags import TagChanges, declared_user_tags, plan_tags
 
@@ -50,6 +50,8 @@ class Reconciliation:
     superseded: tuple[Resource, ...] = ()
     #: tag changes for the endpoint (and, on a retag, its config), applied in this order
     retag: tuple[TagChanges, ...] = ()
+    #: on an update that changes only the endpoint config, the running model the new config serves
+    reused_model: str | None = None
 
 
 def reconcile(sagemaker: Any, requests: DeployRequests) -> Reconciliation:
@@ -79,10 +81,16 @@ def reconcile(sagemaker: Any, requests: DeployRequests) -> Reconciliation:
             return Reconciliation(Action.RETAG, existing, running, retag=(endpoint_tags, config))
         return Reconciliation(Action.NOTHING, existing, running_model=running)
     superseded: tuple[Resource, ...] = ()
+    reused = None
     if current and managed:
+        models = [variant["ModelName"] for variant in current["ProductionVariants"]]
+        # Instance type or count, timeouts, KMS, data capture: the model (artifact, image, env) stays.
+        if len(models) == 1 and config_tags.get(TAG_MODEL_SETTINGS) == requests.model_settings:
+            reused = models[0]
         superseded = (("endpoint config", current["EndpointConfigName"]),
-                      *(("model", variant["ModelName"]) for variant in current["ProductionVariants"]))
-    return Reconciliation(Action.UPDATE, existing, superseded=superseded, retag=(endpoint_tags,))
+                      *(("model", model) for model in models if model != reused))
+    return Reconciliation(Action.UPDATE, existing, superseded=superseded, retag=(endpoint_tags,),
+                          reused_model=reused)
 
 
 def check_updatable(endpoint: Endpoint) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "TAG_VERSION",
     "TAG_FINGERPRINT",
     "TAG_SETTINGS",
+    "TAG_MODEL_SETTINGS",
     "TAG_ENDPOINT",
     "CAPTURED_JSON_TYPES",
     "DEFAULT_CAPTURE_PERCENT",
@@ -36,6 +37,8 @@ __all__ = [
     "resource_name",
     "resource_tags",
     "settings_digest",
+    "model_digest",
+    "config_for_model",
     "volume_size_gb",
 ]
 
@@ -43,6 +46,8 @@ TAG_MANAGED = "inf2-deploy:managed"
 TAG_VERSION = "inf2-deploy:version"
 TAG_FINGERPRINT = "inf2-deploy:fingerprint"
 TAG_SETTINGS = "inf2-deploy:settings"
+#: the model request's own digest: an update that changes only the endpoint config keeps the model
+TAG_MODEL_SETTINGS = "inf2-deploy:model-settings"
 TAG_ENDPOINT = "inf2-deploy:endpoint"
 MAX_NAME = 63
 #: InitialSamplingPercentage without ``capture_percent``: the SageMaker SDK's DataCaptureConfig default
@@ -77,13 +82,15 @@ def volume_size_gb(artifact_bytes: int) -> int:
     return max(30, math.ceil(3 * artifact_bytes / 1e9) + 10)
 
 
-def resource_tags(spec: DeploymentSpec, *, endpoint_name: str, fingerprint: str, settings: str) -> list[dict]:
+def resource_tags(spec: DeploymentSpec, *, endpoint_name: str, fingerprint: str, settings: str,
+                  model_settings: str) -> list[dict]:
     """The tags every resource of one deploy carries: ours first, then the spec's."""
     ours = {
         TAG_MANAGED: "true",
         TAG_VERSION: __version__,
         TAG_FINGERPRINT: fingerprint,
         TAG_SETTINGS: settings,
+        TAG_MODEL_SETTINGS: model_settings,
         TAG_ENDPOINT: endpoint_name,
     }
     extra = {key: value for key, value in spec.tags.items() if key not in ours}
@@ -186,25 +193,39 @@ def data_capture_config(spec: DeploymentSpec) -> dict[str, Any] | None:
     return capture
 
 
+def _model_payload(model: dict[str, Any]) -> dict[str, Any]:
+    """The model request without its name, and with HF_TOKEN's presence but not its value."""
+    container = dict(model["PrimaryContainer"])
+    environment = dict(container["Environment"])
+    if "HF_TOKEN" in environment:  # a token's presence matters, its value must not leave a trace
+        environment["HF_TOKEN"] = "<set>"
+    container["Environment"] = environment
+    return {**{k: v for k, v in model.items() if k != "ModelName"}, "PrimaryContainer": container}
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def model_digest(model: dict[str, Any]) -> str:
+    """A short hash of what the model request configures (image, artifact, environment, role),
+    names and secrets aside: equal digests mean the running model can serve the new config."""
+    return _digest(_model_payload(model))
+
+
 def settings_digest(model: dict[str, Any], config: dict[str, Any]) -> str:
     """A short hash of what the model and config requests configure, names and secrets aside.
 
     Two deploys with the same fingerprint and digest would run the same thing,
     so the second one is a no-op.
     """
-    container = dict(model["PrimaryContainer"])
-    environment = dict(container["Environment"])
-    if "HF_TOKEN" in environment:  # a token's presence matters, its value must not leave a trace
-        environment["HF_TOKEN"] = "<set>"
-    container["Environment"] = environment
     variants = [{k: v for k, v in variant.items() if k != "ModelName"} for variant in config["ProductionVariants"]]
-    payload = {
-        "model": {**{k: v for k, v in model.items() if k != "ModelName"}, "PrimaryContainer": container},
+    return _digest({
+        "model": _model_payload(model),
         "config": {**{k: v for k, v in config.items() if k != "EndpointConfigName"},
                    "ProductionVariants": variants},
-    }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    })
 
 
 @dataclass(frozen=True)
@@ -217,6 +238,8 @@ class DeployRequests:
     fingerprint: str
     #: ``settings_digest`` of the two requests
     settings: str
+    #: ``model_digest`` of the model request
+    model_settings: str
     #: CreateModel and CreateEndpointConfig, without tags (the model holds HF_TOKEN when given)
     model: dict[str, Any] = field(repr=False)
     config: dict[str, Any] = field(repr=False)
@@ -255,6 +278,13 @@ def build_requests(
     config = endpoint_config_request(spec, name=name, model_name=name,
                                      instance_type=plan.instance.name if plan.instance else "",
                                      artifact_bytes=artifact_bytes)
-    digest = settings_digest(model, config)
-    tags = resource_tags(spec, endpoint_name=endpoint_name, fingerprint=fingerprint, settings=digest)
-    return DeployRequests(endpoint_name, name, fingerprint, digest, model, config, tags)
+    digest, model_settings = settings_digest(model, config), model_digest(model)
+    tags = resource_tags(spec, endpoint_name=endpoint_name, fingerprint=fingerprint, settings=digest,
+                         model_settings=model_settings)
+    return DeployRequests(endpoint_name, name, fingerprint, digest, model_settings, model, config, tags)
+
+
+def config_for_model(config: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """``config`` (a CreateEndpointConfig request) with every variant serving ``model_name``."""
+    return {**config, "ProductionVariants": [{**variant, "ModelName": model_name}
+                                             for variant in config["ProductionVariants"]]}
