@@ -26,6 +26,14 @@ def test_file_then_flags_override(tmp_path, suffix):
     assert spec.tags == {"team": "ml"}
 
 
+def test_env_and_tags_from_flags_add_to_the_files(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("model: tiny-gptj\nenv:\n  A: '1'\n  B: file\ntags:\n  team: ml\n")
+    spec = load_spec(path, env={"B": "flag", "C": "3"}, tags={"owner": "me"})
+    assert spec.env == {"A": "1", "B": "flag", "C": "3"}  # the flag wins on a shared key
+    assert spec.tags == {"team": "ml", "owner": "me"}
+
+
 def test_spec_is_frozen():
     spec = load_spec()
     from pydantic import ValidationError

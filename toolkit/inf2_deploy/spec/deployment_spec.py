@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from ..errors import ConfigError
 from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
 from .validators import BUCKET_NAME, REGION_NAME, check_path, path_problem
 
-__all__ = ["DeploymentSpec", "build_spec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES"]
+__all__ = ["DeploymentSpec", "build_spec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES", "MERGED_MAPPINGS"]
 
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -309,15 +310,26 @@ def _read_file(path: Path) -> dict[str, Any]:
     return _field_names(data, path)
 
 
+MERGED_MAPPINGS = frozenset({"env", "tags"})
+"""Spec fields whose file and override values merge key by key."""
+
+
 def load_spec(config_file: str | Path | None = None, **overrides: Any) -> DeploymentSpec:
     """Load a spec from an optional YAML/TOML file, then apply ``overrides``.
 
     Overrides whose value is ``None`` are ignored, so unset CLI flags leave the
-    file's value in place.
+    file's value in place. The mappings (``env``, ``tags``) merge key by key, the
+    override's value winning, as ``--env``/``--tag`` add to what the file sets.
 
     Raises:
         ConfigError: the file cannot be read or parsed, or a setting is invalid.
     """
     values: dict[str, Any] = _read_file(Path(config_file)) if config_file is not None else {}
-    values.update({key: value for key, value in overrides.items() if value is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        current = values.get(key)
+        if key in MERGED_MAPPINGS and isinstance(current, Mapping) and isinstance(value, Mapping):
+            value = {**current, **value}
+        values[key] = value
     return build_spec(values)
