@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 lint: install
-	$(VENV)/bin/ruff check toolkit serving tests benchmarks examples
+	$(VENV)/bin/ruff check toolkit serving tests tools benchmarks examples
 	$(VENV)/bin/ruff check --target-version py39 serving
 
 test: install lint
