@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from inf2_deploy.errors import ConfigError
 from inf2_deploy.spec.deployment_spec import DeploymentSpec, load_spec
+from inf2_deploy.spec.scaling import ScalingSpec
 
 
 def test_defaults():
@@ -133,7 +134,9 @@ def test_the_cli_names_cover_every_spec_flag():
     for flag, field, _options in PLAN_FLAGS + DEPLOY_FLAGS:
         name = flag.removeprefix("--")
         assert aliases.get(name, name.replace("-", "_")) == field, flag
-        assert field in DeploymentSpec.model_fields
+        block, _dot, inner = field.partition(".")
+        assert block in DeploymentSpec.model_fields
+        assert not inner or inner in ScalingSpec.model_fields
     assert aliases["tp"] == "tensor_parallel_degree"
 
 
@@ -170,3 +173,81 @@ def test_missing_file():
 def test_every_field_has_a_description():
     for name, field in DeploymentSpec.model_fields.items():
         assert field.description, name
+
+
+def test_scaling_defaults_follow_the_batch_size():
+    spec = load_spec(batch_size=4, scaling={"max_instances": 3})
+    assert spec.scaling is not None
+    assert (spec.scaling.min_instances, spec.scaling.metric) == (1, "concurrency")
+    assert (spec.scaling.scale_out_cooldown, spec.scaling.scale_in_cooldown) == (300, 900)
+    assert spec.scaling.target_for(spec.batch_size) == 3.0  # 0.75 x batch_size
+    assert spec.scaling.predefined_metric == "SageMakerVariantConcurrentRequestsPerModelHighResolution"
+    assert load_spec().scaling is None
+
+
+def test_scaling_starts_at_min_instances_unless_a_count_is_given():
+    assert load_spec(scaling={"min_instances": 2, "max_instances": 4}).instance_count == 2
+    assert load_spec(instance_count=3, scaling={"min_instances": 2, "max_instances": 4}).instance_count == 3
+
+
+@pytest.mark.parametrize(("scaling", "field", "fragment"), [
+    ({"min_instances": 0, "max_instances": 2}, "scaling.min_instances", "greater than or equal to 1"),
+    ({"min_instances": 3, "max_instances": 2}, "scaling.max_instances", "at least min_instances (3)"),
+    ({"max_instances": 2, "target": 0}, "scaling.target", "greater than 0"),
+    ({"max_instances": 2, "metric": "invocations"}, "scaling.target", "--from-bench FILE"),
+    ({"max_instances": 2, "metric": "gpu"}, "scaling.metric", "concurrency"),
+    ({"max_instances": 2, "cooldown": 5}, "scaling.cooldown", "unknown setting"),
+])
+def test_invalid_scaling_names_the_field(scaling, field, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_spec(scaling=scaling)
+    assert info.value.problems[0][0] == field
+    assert fragment in str(info.value)
+
+
+def test_a_count_outside_the_scaling_range_is_refused():
+    with pytest.raises(ConfigError, match="instance_count 5 must lie within min_instances..max_instances"):
+        load_spec(instance_count=5, scaling={"max_instances": 4})
+
+
+def _bench_file(tmp_path, levels, instance_count=1):
+    import json
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"instance_count": instance_count, "levels": [
+        {"concurrency": c, "ttft_s": {"p50": ttft}, "requests_per_second": rps} for c, ttft, rps in levels]}))
+    return path
+
+
+def test_an_invocations_target_comes_from_the_bench_knee(tmp_path):
+    # p50 TTFT 0.2 s at concurrency 1; the knee is 4 (0.35 <= 2 x 0.2), 8 is past it (0.9).
+    path = _bench_file(tmp_path, [(4, 0.35, 2.0), (1, 0.2, 0.6), (8, 0.9, 2.5)], instance_count=2)
+    spec = load_spec(scaling={"max_instances": 4, "from_bench": str(path)})
+    assert spec.scaling is not None and spec.scaling.metric == "invocations"
+    assert spec.scaling.target == 30.0  # 2.0 req/s x 60 / 2 instances x 0.5
+    assert spec.replace(batch_size=2).scaling == spec.scaling  # re-validates unchanged
+    explicit = load_spec(scaling={"max_instances": 4, "from_bench": str(path), "target": 7})
+    assert explicit.scaling is not None and explicit.scaling.target == 7.0
+
+
+def test_a_bad_bench_file_names_the_scaling_block(tmp_path):
+    with pytest.raises(ConfigError, match="no bench level"):
+        load_spec(scaling={"max_instances": 2, "from_bench": str(_bench_file(tmp_path, []))})
+    with pytest.raises(ConfigError, match="cannot read the bench result"):
+        load_spec(scaling={"max_instances": 2, "from_bench": str(tmp_path / "missing.json")})
+
+
+def test_scaling_flags_and_file_names_build_the_block(tmp_path):
+    import argparse
+
+    from inf2_deploy.cli.spec_flags import add_spec_flags, spec_from_args
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("max-instances: 6\nscale-in-cooldown: 600\n")
+    parser = argparse.ArgumentParser()
+    add_spec_flags(parser, deploy=True)
+    args = parser.parse_args(["--config", str(path), "--min-instances", "2", "--scale-metric", "invocations",
+                              "--scale-target", "120"])
+    scaling = spec_from_args(args).scaling
+    assert scaling == ScalingSpec(min_instances=2, max_instances=6, metric="invocations", target=120,
+                                  scale_in_cooldown=600)

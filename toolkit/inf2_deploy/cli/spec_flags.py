@@ -50,6 +50,14 @@ DEPLOY_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--tag", "tags", {"metavar": "KEY=VALUE", "action": "append"}),
     ("--data-capture", "data_capture_uri", {"metavar": "S3URI"}),
     ("--capture-percent", "capture_percent", {"metavar": "N", "type": int}),
+    # the scaling block: a dotted name sets one key of it
+    ("--min-instances", "scaling.min_instances", {"metavar": "N", "type": int}),
+    ("--max-instances", "scaling.max_instances", {"metavar": "N", "type": int}),
+    ("--scale-metric", "scaling.metric", {"choices": ("concurrency", "invocations")}),
+    ("--scale-target", "scaling.target", {"metavar": "N", "type": float}),
+    ("--from-bench", "scaling.from_bench", {"metavar": "FILE"}),
+    ("--scale-in-cooldown", "scaling.scale_in_cooldown", {"metavar": "S", "type": int}),
+    ("--scale-out-cooldown", "scaling.scale_out_cooldown", {"metavar": "S", "type": int}),
 )
 _MAPPINGS = {"env", "tags"}
 # Names a config file may use that no flag spells: tp is what everyone calls the degree.
@@ -96,6 +104,11 @@ def spec_from_args(args: argparse.Namespace, **extra: Any) -> DeploymentSpec:
             value = _pairs(flag, name, value)
         elif isinstance(value, list):
             value = tuple(value)
+        block, dot, inner = name.partition(".")
+        if dot:
+            if value is not None:
+                overrides[block] = {**(overrides.get(block) or {}), inner: value}
+            continue
         overrides[name] = value
     overrides.update(extra)
     from ..spec.deployment_spec import load_spec

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inf2_serving.contract import DTYPE_NAMES, ENDPOINT_NAME, ENDPOINT_NAME_RULE, MODEL_DIR
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..cli.spec_flags import config_aliases
 from ..errors import ConfigError
 from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
+from .scaling import ScalingSpec
 from .validators import BUCKET_NAME, REGION_NAME, check_path, path_problem
 
 __all__ = ["DeploymentSpec", "build_spec", "load_spec", "DEFAULT_LMI_VERSION", "INSTANCE_TYPES", "MERGED_MAPPINGS"]
@@ -118,6 +119,7 @@ class DeploymentSpec(BaseModel):
     price_per_hour: float | None = Field(
         None, gt=0, description=FIELD_DESCRIPTIONS["price_per_hour"]
     )
+    scaling: ScalingSpec | None = Field(None, description=FIELD_DESCRIPTIONS["scaling"])
 
     @field_validator("endpoint_name")
     @classmethod
@@ -231,6 +233,27 @@ class DeploymentSpec(BaseModel):
             raise ValueError("applies only with data_capture_uri (--data-capture s3://...)")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _count_from_scaling(cls, data: Any) -> Any:
+        # With autoscaling and no instance_count, the endpoint starts at min_instances.
+        if isinstance(data, dict) and data.get("instance_count") is None and isinstance(data.get("scaling"), Mapping):
+            low = data["scaling"].get("min_instances")
+            if isinstance(low, int) and low >= 1:
+                data = {**data, "instance_count": low}
+        return data
+
+    @field_validator("scaling")
+    @classmethod
+    def _scaling(cls, value: ScalingSpec | None, info: ValidationInfo) -> ScalingSpec | None:
+        count = info.data.get("instance_count")
+        if value is not None and count is not None and not value.min_instances <= count <= value.max_instances:
+            raise ValueError(
+                f"instance_count {count} must lie within min_instances..max_instances "
+                f"({value.min_instances}..{value.max_instances})"
+            )
+        return value
+
     def replace(self, **changes: Any) -> DeploymentSpec:
         """A copy with ``changes`` applied and validated."""
         return build_spec({**self.model_dump(), **changes})
@@ -271,6 +294,11 @@ def _field_names(data: dict[str, Any], path: Path) -> dict[str, Any]:
         if name not in DeploymentSpec.model_fields:
             underscored = name.replace("-", "_")
             name = underscored if underscored in DeploymentSpec.model_fields else aliases.get(name, name)
+        block, dot, inner = name.partition(".")
+        if dot and isinstance(values.get(block, {}), dict):
+            # a block's flag name at the top level (max-instances: 4) sets that key of the block
+            values[block], spelled[block] = {**values.get(block, {}), inner: value}, str(key)
+            continue
         if name in values:
             problems.append((str(key), f"sets {name} again ({spelled[name]} set it already in {path})"))
         values[name], spelled[name] = value, str(key)
@@ -310,7 +338,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     return _field_names(data, path)
 
 
-MERGED_MAPPINGS = frozenset({"env", "tags"})
+MERGED_MAPPINGS = frozenset({"env", "tags", "scaling"})
 """Spec fields whose file and override values merge key by key."""
 
 
@@ -318,8 +346,8 @@ def load_spec(config_file: str | Path | None = None, **overrides: Any) -> Deploy
     """Load a spec from an optional YAML/TOML file, then apply ``overrides``.
 
     Overrides whose value is ``None`` are ignored, so unset CLI flags leave the
-    file's value in place. The mappings (``env``, ``tags``) merge key by key, the
-    override's value winning, as ``--env``/``--tag`` add to what the file sets.
+    file's value in place. The mappings (``env``, ``tags``, ``scaling``) merge key by key,
+    the override's value winning, as ``--env``/``--tag``/``--max-instances`` add to what the file sets.
 
     Raises:
         ConfigError: the file cannot be read or parsed, or a setting is invalid.

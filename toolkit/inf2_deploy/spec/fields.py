@@ -7,11 +7,36 @@ from __future__ import annotations
 
 from inf2_serving.contract import DTYPE_NAMES
 
-__all__ = ["FIELD_DESCRIPTIONS", "INSTANCE_TYPES", "DTYPES", "DEFAULT_LMI_VERSION"]
+__all__ = ["FIELD_DESCRIPTIONS", "INSTANCE_TYPES", "DTYPES", "DEFAULT_LMI_VERSION", "SCALING_DESCRIPTIONS",
+           "SCALING_METRICS"]
 
 DEFAULT_LMI_VERSION = "0.29.0"
 INSTANCE_TYPES = ("ml.inf2.xlarge", "ml.inf2.8xlarge", "ml.inf2.24xlarge", "ml.inf2.48xlarge")
 DTYPES = DTYPE_NAMES
+#: scaling.metric -> Application Auto Scaling's PredefinedMetricType
+SCALING_METRICS = {
+    "concurrency": "SageMakerVariantConcurrentRequestsPerModelHighResolution",
+    "invocations": "SageMakerVariantInvocationsPerInstance",
+}
+
+SCALING_DESCRIPTIONS: dict[str, str] = {
+    "min_instances": "Fewest instances autoscaling keeps (at least 1 for a real-time endpoint).",
+    "max_instances": "Most instances autoscaling may start; above 1, requests go to the least busy instance.",
+    "metric": (
+        "What autoscaling tracks: concurrency (requests queued or streaming per instance, every 10 s) or "
+        "invocations (requests per minute per instance)."
+    ),
+    "target": (
+        "Target value of the metric per instance. Default for concurrency: 0.75 x batch_size; invocations "
+        "needs it, or from_bench."
+    ),
+    "from_bench": (
+        "A bench --out JSON file: the invocations target becomes 0.5 x the requests per minute per instance "
+        "at the knee (the highest concurrency whose p50 TTFT is within 2x the lowest level's)."
+    ),
+    "scale_in_cooldown": "Seconds after a scale-in before another scale-in.",
+    "scale_out_cooldown": "Seconds after a scale-out before another scale-out.",
+}
 
 FIELD_DESCRIPTIONS: dict[str, str] = {
     "model": (
@@ -115,4 +140,9 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "price_per_hour": (
         'Instance price in USD per hour, overriding the reference price.'
     ),
+    "scaling": (
+        "Autoscaling after deploy: min_instances, max_instances, metric (concurrency or invocations), target, "
+        "from_bench, scale_in_cooldown (900), scale_out_cooldown (300). Default: none, a fixed instance_count."
+    ),
+    **{f"scaling.{name}": text for name, text in SCALING_DESCRIPTIONS.items()},
 }
