@@ -37,6 +37,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("bench", "bench_cmd"),
     ("verify", "verify_cmd"),
     ("iam-policy", "iam_cmd"),
+    ("export", "export_cmd"),
 )
 
 
