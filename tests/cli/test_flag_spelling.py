@@ -27,8 +27,8 @@ def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[st
     (["plan", "--tp", "2"], "--tp (did you mean --tp-degree?)"),
     (["plan", "--intance-type", "ml.inf2.xlarge"], "--intance-type (did you mean --instance-type?)"),
     (["invoke", "gptj", "Hi", "--max_new_tokens", "5"], "--max_new_tokens (did you mean --max-new-tokens?)"),
-    (["plan", "--kms-key", "alias/k"], "--kms-key (a flag of deploy)"),
-    (["plan", "--bucket", "b"], "--bucket (a flag of deploy, iam-policy)"),
+    (["plan", "--kms-key", "alias/k"], "--kms-key (a flag of deploy, export)"),
+    (["plan", "--bucket", "b"], "--bucket (a flag of deploy, iam-policy, export)"),
     (["plan", "--colour", "blue"], "--colour"),
 ])
 def test_an_unknown_flag_gets_the_commands_usage_and_a_suggestion(capsys: pytest.CaptureFixture[str],

@@ -130,8 +130,8 @@ def test_cli_writes_yaml_to_stdout_and_json_to_a_file(tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--format", "terraform", "--model", "tiny-gptj"],
      "error: format: must be one of cloudformation, got 'terraform'"),
-    (["--endpoint", "tiny", "--model", "tiny-gptj"],
-     "error: endpoint: --model does not apply with --endpoint, which exports the endpoint as deployed"),
+    (["--from-endpoint", "tiny", "--model", "tiny-gptj"],
+     "error: from_endpoint: --model does not apply with --from-endpoint, which exports the endpoint as deployed"),
 ])
 def test_cli_refuses_a_bad_format_or_spec_flags_with_an_endpoint(argv, message, capsys):
     assert main(["export", *argv]) == 2
@@ -157,10 +157,10 @@ def test_endpoint_export_matches_the_spec_export_on_moto(moto_server, tmp_path, 
                                            "PredefinedMetricSpecification": {"PredefinedMetricType":
                                                "SageMakerVariantConcurrentRequestsPerModelHighResolution"}})
     capsys.readouterr()
-    assert main(["export", "--endpoint", "tiny", "--region", REGION, "--out", str(tmp_path / "deployed.yaml")]) == 0
-    assert main(["export", *[flag for flag in flags if flag != "--role" and flag != ROLE], "--role", ROLE,
-                 "--out", str(tmp_path / "spec.yaml")]) == 0
-    deployed, from_spec = (yaml.safe_load((tmp_path / name).read_text()) for name in ("deployed.yaml", "spec.yaml"))
+    deployed_file, spec_file = tmp_path / "deployed.yaml", tmp_path / "spec.yaml"
+    assert main(["export", "--from-endpoint", "tiny", "--region", REGION, "--out", str(deployed_file)]) == 0
+    assert main(["export", *flags, "--out", str(spec_file)]) == 0
+    deployed, from_spec = (yaml.safe_load(path.read_text()) for path in (deployed_file, spec_file))
     assert _lint(deployed) == []
     assert deployed["Resources"] == from_spec["Resources"]
     parameters = deployed["Parameters"]
@@ -171,7 +171,7 @@ def test_endpoint_export_matches_the_spec_export_on_moto(moto_server, tmp_path, 
 
 
 def test_exporting_an_unknown_endpoint_is_one_line_and_exit_2(moto_server, capsys):
-    assert main(["export", "--endpoint", "nope", "--region", REGION]) == 2
+    assert main(["export", "--from-endpoint", "nope", "--region", REGION]) == 2
     err = capsys.readouterr().err
     assert err == "error: name: no endpoint named nope in us-east-1 (there are no endpoints there) " \
                   "(see `inf2-deploy list`)\n"

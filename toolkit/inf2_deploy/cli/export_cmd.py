@@ -19,12 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write a deployment as a CloudFormation template (from a spec or a deployed endpoint)",
         description="Write a CloudFormation template with the SageMaker model, endpoint config and endpoint "
         "(and the autoscaling target and policy when there is scaling), built from the same requests a deploy "
-        "sends. From the spec flags and --config, or from a deployed endpoint with --endpoint NAME. The role, "
-        "artifact bucket, artifact prefix (ModelDataUri), image and endpoint name are template parameters.",
+        "sends. From the spec flags and --config, or from a deployed endpoint with --from-endpoint NAME. The "
+        "role, artifact bucket, artifact prefix (ModelDataUri), image and endpoint name are template parameters.",
     )
     parser.add_argument("--format", default="cloudformation", metavar="F",
                         help="the template format: cloudformation (the default and only one)")
-    parser.add_argument("--endpoint", metavar="NAME",
+    parser.add_argument("--from-endpoint", dest="endpoint", metavar="NAME",
                         help="export this deployed endpoint (of --region) instead of the spec")
     parser.add_argument("--json", action="store_true", help="write JSON instead of YAML")
     parser.add_argument("--out", metavar="FILE", help="write the template to FILE (default: stdout)")
@@ -58,8 +58,8 @@ def _check_args(args: argparse.Namespace) -> None:
              if name != "region" and getattr(args, name, None) is not None]
     if args.config or given:
         flag = "--config" if args.config else given[0]
-        raise ConfigError(f"{flag} does not apply with --endpoint, which exports the endpoint as deployed",
-                          field="endpoint", value=args.endpoint)
+        raise ConfigError(f"{flag} does not apply with --from-endpoint, which exports the endpoint as deployed",
+                          field="from_endpoint", value=args.endpoint)
 
 
 def _template(args: argparse.Namespace) -> dict[str, Any]:
