@@ -48,6 +48,8 @@ def test_endpoint_config_request_options():
         "InitialInstanceCount": 3, "ContainerStartupHealthCheckTimeoutInSeconds": 1800,
         "ModelDataDownloadTimeoutInSeconds": 900, "VolumeSizeInGB": 100,
         "InferenceAmiVersion": "al2-ami-sagemaker-inference-neuron-2",
+        # three instances: each request goes to the least busy one
+        "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
     }
 
 

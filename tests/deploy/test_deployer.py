@@ -58,13 +58,28 @@ def _tags(**tags: str) -> dict:
 
 
 @pytest.fixture
-def stubbed(make_client):
+def scaling_stub(make_client):
+    """The Stubber'd Application Auto Scaling client of ``stubbed``'s Deployer."""
+    with Stubber(make_client("application-autoscaling")) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+@pytest.fixture
+def stubbed(make_client, scaling_stub):
     """A Deployer on a Stubber'd SageMaker client; yields (deployer, stub, observer)."""
     sagemaker = make_client("sagemaker")
     observer = RecordingObserver()
     with Stubber(sagemaker) as stub:
-        yield Deployer(ClientsSession(sagemaker=sagemaker), FakeClock(), observer), stub, observer
+        session = ClientsSession(sagemaker=sagemaker, **{"application-autoscaling": scaling_stub.client})
+        yield Deployer(session, FakeClock(), observer), stub, observer
         stub.assert_no_pending_responses()
+
+
+def _no_scalable_target(scaling_stub) -> None:
+    scaling_stub.add_response("describe_scalable_targets", {"ScalableTargets": []}, {
+        "ServiceNamespace": "sagemaker", "ResourceIds": ["endpoint/tiny/variant/AllTraffic"],
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
 
 
 # --- stage -------------------------------------------------------------------------------------------------
@@ -203,8 +218,9 @@ def test_apply_creates_model_config_and_endpoint_in_order(stubbed, tiny_spec):
                                "creating endpoint tiny"]
 
 
-def test_apply_updates_an_existing_endpoint_and_owns_only_model_and_config(stubbed, tiny_spec):
+def test_apply_updates_an_existing_endpoint_and_owns_only_model_and_config(stubbed, scaling_stub, tiny_spec):
     deployer, stub, observer = stubbed
+    _no_scalable_target(scaling_stub)  # not autoscaled: UpdateEndpoint takes the new config's count
     requests = _stub_model_and_config(stub, tiny_spec)
     retag = plan_tags(f"{ARN}:endpoint/tiny", {"owner": "ana", TAG_FINGERPRINT: "old"}, requests.tags,
                       declared={"owner"})
@@ -218,8 +234,9 @@ def test_apply_updates_an_existing_endpoint_and_owns_only_model_and_config(stubb
     assert "tags of endpoint/tiny: removed owner" in observer.events
 
 
-def test_a_failed_update_call_restores_the_endpoint_tags(stubbed, tiny_spec):
+def test_a_failed_update_call_restores_the_endpoint_tags(stubbed, scaling_stub, tiny_spec):
     deployer, stub, observer = stubbed
+    _no_scalable_target(scaling_stub)  # not autoscaled: UpdateEndpoint takes the new config's count
     requests = _stub_model_and_config(stub, tiny_spec)
     endpoint = f"{ARN}:endpoint/tiny"
     retag = plan_tags(endpoint, {"owner": "ana", TAG_FINGERPRINT: "old"}, requests.tags, declared={"owner"})

@@ -76,8 +76,13 @@ def accept_inf2_instance_types(monkeypatch: pytest.MonkeyPatch) -> None:
 def add_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     """Give moto the UpdateEndpoint action it lacks (moto 5.2.x answers "not implemented").
 
-    Like SageMaker once an update succeeded: the endpoint serves the new config's variants.
+    Like SageMaker once an update succeeded: the endpoint serves the new config's variants. With
+    RetainAllVariantProperties, a variant of the same name keeps its instance count and weight (as
+    autoscaling or UpdateEndpointWeightsAndCapacities left them) unless ExcludeRetainedVariantProperties
+    names them; otherwise the new config's InitialInstanceCount resets them, as SageMaker does.
     """
+    retained = {"DesiredInstanceCount": ("CurrentInstanceCount", "DesiredInstanceCount"),
+                "DesiredWeight": ("CurrentWeight", "DesiredWeight")}
     from moto.core.responses import ActionResult
     from moto.sagemaker import models
     from moto.sagemaker.responses import SageMakerResponse
@@ -90,8 +95,17 @@ def add_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
         if endpoint is None:
             raise models.ValidationError(message=f"Could not find endpoint '{name}'.")
         config = backend.describe_endpoint_config(config_name)
+        before = {variant["VariantName"]: variant for variant in endpoint.production_variants}
         endpoint.endpoint_config_name = config_name
         endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        if self._get_param("RetainAllVariantProperties"):
+            excluded = {item["VariantPropertyType"] for item in self._get_param("ExcludeRetainedVariantProperties")
+                        or []}
+            for variant in endpoint.production_variants:
+                for kind, keys in retained.items():
+                    old = before.get(variant["VariantName"], {})
+                    if kind not in excluded:
+                        variant.update({key: old[key] for key in keys if key in old})
         return ActionResult({"EndpointArn": endpoint.arn})
 
     monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)

@@ -17,7 +17,11 @@ own; :meth:`Deployer.run` chains them as ``deploy`` does:
    what this deploy created and restore the tags; a retag only changes tags;
 5. :meth:`~Deployer.wait` - until InService, tailing the container's logs; a
    failed endpoint is rolled back; then :meth:`~Deployer.retire` removes the
-   config and models an update superseded.
+   config and models an update superseded;
+6. :meth:`~Deployer.apply_scaling` - register the spec's autoscaling and its
+   policy (see ``scaling``); an update of an autoscaled endpoint keeps its
+   instance count (RetainAllVariantProperties), and one that changes the
+   instance type deregisters before UpdateEndpoint.
 
 Progress, status polls, log lines and each step are reported to one observer.
 """
@@ -40,8 +44,9 @@ from .logs import LogTailer
 from .model_data import read_model_data
 from .reconcile import Action, Reconciliation, reconcile
 from .requests import DeployRequests, build_requests, config_for_model
-from .resources import Resource, create_resource, delete_resources
+from .resources import Resource, create_resource, delete_resources, describe_config
 from .s3 import ensure_bucket
+from .scaling import apply_scaling, deregister, find_target
 from .session import Session, aws_errors, make_session
 from .tags import TagChanges, apply_tags
 from .teardown import Teardown, delete_deployment
@@ -196,9 +201,11 @@ class Deployer:
                                        hf_token=options.hf_token)
         found = self.reconcile(requests)
         if found.action is Action.NOTHING:
+            self.apply_scaling(requests)
             return self._as_found(staged, requests, found)
         rollout = self.apply(requests, found, keep_on_failure=options.keep_on_failure)
         if found.action is Action.RETAG:
+            self.apply_scaling(requests)
             return self._as_found(staged, requests, found, retagged=rollout.retagged)
         verb = "updating" if found.action is Action.UPDATE else "creating"
         deployment = Deployment(
@@ -208,10 +215,13 @@ class Deployer:
             session=self.session, bytes_uploaded=staged.upload.bytes_uploaded,
             message=f"{verb} endpoint {requests.endpoint_name} with artifact {requests.fingerprint[:12]}")
         if not options.wait:
+            if requests.scaling is not None:
+                deployment.message += "; autoscaling is registered by a deploy that waits for InService"
             return deployment
         endpoint = self.wait(rollout, timeout=options.timeout, poll=options.poll,
                              keep_on_failure=options.keep_on_failure)
         self.retire(found)
+        self.apply_scaling(requests)
         deployment.status = endpoint.status
         deployment.message = (f"endpoint {requests.endpoint_name} is "
                               f"{endpoint.status.value if endpoint.status else '?'} "
@@ -342,9 +352,40 @@ class Deployer:
                             ours=lambda: getattr(find_endpoint(sagemaker, name), "config_name", None) == config_name)
             self.observer.on_event(f"creating endpoint {name}")
         else:
+            retain = self._release_scaling(requests, reconciliation)
             with aws_errors(f"sagemaker:UpdateEndpoint {name}"):
-                sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
+                sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config_name, **retain)
             self.observer.on_event(f"updating endpoint {name}")
+
+    def _release_scaling(self, requests: DeployRequests, reconciliation: Reconciliation) -> dict[str, Any]:
+        """UpdateEndpoint's extra arguments for an autoscaled endpoint: keep its instance count (not the new
+        config's initial one), or, when the instance type changes, deregister first (SageMaker refuses that
+        update of a scaled variant; ``apply_scaling`` registers again once it is InService)."""
+        autoscaling, name = self.session.client("application-autoscaling"), requests.endpoint_name
+        if find_target(autoscaling, name) is None:
+            return {}
+        current = describe_config(self._sagemaker, getattr(reconciliation.endpoint, "config_name", None) or "")
+        old_type = current["ProductionVariants"][0].get("InstanceType") if current else None
+        if old_type != requests.config["ProductionVariants"][0]["InstanceType"]:
+            deregister(autoscaling, name)
+            self.observer.on_event(f"deregistered the autoscaling of {name}: its instance type changes")
+            return {}
+        # Data capture follows the new config; the instance count and weight stay as autoscaling set them.
+        return {"RetainAllVariantProperties": True,
+                "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DataCaptureConfig"}]}
+
+    def apply_scaling(self, requests: DeployRequests) -> None:
+        """Once the endpoint is InService: register its autoscaling and put its policy, or, when this deploy
+        asks for a fixed count, deregister what an earlier deploy registered."""
+        autoscaling, name, scaling = self.session.client("application-autoscaling"), requests.endpoint_name, \
+            requests.scaling
+        if scaling is None:
+            if deregister(autoscaling, name):
+                self.observer.on_event(f"removed the autoscaling of {name}: this deploy sets a fixed count")
+            return
+        policy = apply_scaling(autoscaling, name, scaling)
+        self.observer.on_event(f"autoscaling {name} between {scaling.min_instances} and {scaling.max_instances} "
+                               f"instances: {policy} tracks {scaling.predefined_metric} at {scaling.target}")
 
     def wait(self, rollout: Rollout, *, timeout: float | None = None, poll: float = DEFAULT_POLL_SECONDS,
              keep_on_failure: bool = False) -> Endpoint:

@@ -18,6 +18,7 @@ from inf2_serving.contract import VARIANT_NAME
 
 from ..spec.deployment_spec import DeploymentSpec
 from ..spec.planner import Plan
+from ..spec.scaling import ScalingSpec
 from ..version import __version__
 
 __all__ = [
@@ -148,8 +149,9 @@ def model_request(
 def endpoint_config_request(
     spec: DeploymentSpec, *, name: str, model_name: str, instance_type: str, artifact_bytes: int
 ) -> dict[str, Any]:
-    """The CreateEndpointConfig request, without tags: one variant taking all traffic, the spec's KMS key
-    on its storage volume, and data capture when the spec asks for it."""
+    """The CreateEndpointConfig request, without tags: one variant taking all traffic (routed to the least
+    busy instance when there may be several), the spec's KMS key on its storage volume, and data capture
+    when the spec asks for it."""
     variant: dict[str, Any] = {
         "VariantName": VARIANT_NAME,
         "ModelName": model_name,
@@ -162,6 +164,9 @@ def endpoint_config_request(
     }
     if spec.inference_ami_version:
         variant["InferenceAmiVersion"] = spec.inference_ami_version
+    if (spec.scaling.max_instances if spec.scaling else spec.instance_count) > 1:
+        # A long generation holds an instance for seconds: send each request to the least busy one.
+        variant["RoutingConfig"] = {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
     request: dict[str, Any] = {"EndpointConfigName": name, "ProductionVariants": [variant]}
     if spec.kms_key_id:
         # The ML storage volume, where the weights and compiled graphs land (inf2 has no local NVMe).
@@ -244,6 +249,8 @@ class DeployRequests:
     model: dict[str, Any] = field(repr=False)
     config: dict[str, Any] = field(repr=False)
     tags: list[dict] = field(repr=False)
+    #: the autoscaling to apply once the endpoint is InService, its target resolved; None: a fixed count
+    scaling: ScalingSpec | None = None
 
 
 def build_requests(
@@ -281,7 +288,8 @@ def build_requests(
     digest, model_settings = settings_digest(model, config), model_digest(model)
     tags = resource_tags(spec, endpoint_name=endpoint_name, fingerprint=fingerprint, settings=digest,
                          model_settings=model_settings)
-    return DeployRequests(endpoint_name, name, fingerprint, digest, model_settings, model, config, tags)
+    scaling = spec.scaling and spec.scaling.model_copy(update={"target": spec.scaling.target_for(spec.batch_size)})
+    return DeployRequests(endpoint_name, name, fingerprint, digest, model_settings, model, config, tags, scaling)
 
 
 def config_for_model(config: dict[str, Any], model_name: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from .artifact_store import ArtifactIndex, purge_unused
 from .endpoint import Endpoint, find_endpoint, missing_endpoint
 from .requests import TAG_ENDPOINT, TAG_MANAGED
 from .resources import Resource, delete_resources, describe_config, describe_model, tags_of
+from .scaling import deregister, find_target, resource_id
 from .session import Session, aws_errors, make_session
 
 __all__ = ["Teardown", "delete_deployment"]
@@ -38,10 +39,11 @@ _LEFTOVER_KINDS = (
 class Teardown(Sequence[str]):
     """What a delete removed (or, in a dry run, would remove) and what it kept.
 
-    As a sequence it is ``deleted``: ``teardown[0] == "endpoint E"``.
+    As a sequence it is ``deleted``: ``teardown[0] == "endpoint E"`` when E was not autoscaled.
     """
 
-    #: ``"endpoint E"``, ``"endpoint config C"``, ``"model M"``, ``"N S3 objects under s3://..."``,
+    #: ``"scalable target endpoint/E/variant/AllTraffic"``, ``"endpoint E"``, ``"endpoint config C"``,
+    #: ``"model M"``, ``"N S3 objects under s3://..."``,
     #: ``"artifact index s3://..."``, in the order they go
     deleted: tuple[str, ...]
     #: artifact prefixes left in place, each with the live models that read it
@@ -65,7 +67,7 @@ def delete_deployment(
     session: Session | None = None,
     clock: Clock | None = None,
 ) -> Teardown:
-    """Delete endpoint ``name``, its endpoint config and its model(s).
+    """Delete endpoint ``name``'s scalable target, then the endpoint, its endpoint config and its model(s).
 
     Args:
         name: the endpoint name.
@@ -106,10 +108,14 @@ def delete_deployment(
     s3 = session.client("s3")
     # Read before the models go: they say where the artifacts and the index are.
     artifacts, indexes = _artifacts(s3, sagemaker, name, models) if purge_artifacts else ([], [])
+    # Deregistered first: no scalable target may outlive its endpoint (its policies go with it).
+    autoscaling = session.client("application-autoscaling")
+    target = [f"scalable target {resource_id(name)}"]
     if dry_run:
-        deleted = [f"{kind} {resource_name}" for kind, resource_name in resources]
+        deleted = target * (find_target(autoscaling, name) is not None)
+        deleted += [f"{kind} {resource_name}" for kind, resource_name in resources]
     else:
-        deleted = delete_resources(sagemaker, resources)
+        deleted = target * deregister(autoscaling, name) + delete_resources(sagemaker, resources)
     if not purge_artifacts:
         return Teardown(tuple(deleted), dry_run=dry_run)
     # The models just deleted do not count as users (a dry run still sees them; the listing may too).

@@ -28,6 +28,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("deploy", "deploy_cmd"),
     ("status", "status_cmd"),
     ("wait", "wait_cmd"),
+    ("scale", "scale_cmd"),
     ("logs", "logs_cmd"),
     ("delete", "delete_cmd"),
     ("list", "list_cmd"),

@@ -9,7 +9,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "status", help="show an endpoint's status, config, instance and failure reason",
+        "status", help="show an endpoint's status, config, instance counts, autoscaling and failure reason",
         description="Show the status of a SageMaker endpoint (or of a local deployment with that name).",
     )
     parser.add_argument("name", metavar="NAME", help="endpoint or local deployment name")
@@ -29,5 +29,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         width = max(len(key) for key in info)
         for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+            lines = value if isinstance(value, list) else [value]  # policies and activities, one a line
+            for index, line in enumerate(lines):
+                print(f"{key if index == 0 else '':<{width}}  {line}")
     return 0 if description.status is DeploymentStatus.IN_SERVICE else 1

@@ -18,7 +18,6 @@ A stopped local deployment reads the same everywhere: ``predictor()`` and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from ..clock import Clock, SystemClock
 from ..errors import ConfigError, DeploymentStoppedError, EndpointFailedError
 from ..spec.validators import check_endpoint_name
 from ..status import DeploymentStatus
+from .description import TargetDescription
 
 if TYPE_CHECKING:
     from ..aws.teardown import Teardown
@@ -38,33 +38,6 @@ DEFAULT_LOGS_SINCE = timedelta(hours=1)
 CLOUDWATCH_POLL_SECONDS = 5.0
 LOCAL_LOG_POLL_SECONDS = 0.5
 PING_TIMEOUT_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class TargetDescription:
-    """What is known about a deployment; fields that do not apply to its kind are None."""
-
-    name: str
-    kind: str  # "local" or "sagemaker"
-    status: DeploymentStatus
-    region: str | None = None
-    url: str | None = None
-    pid: int | None = None
-    endpoint_config: str | None = None
-    model: str | None = None
-    instance_type: str | None = None
-    instance_count: int | None = None
-    #: the artifact the deployment serves: a local folder or an s3:// prefix
-    artifact: str | None = None
-    failure_reason: str | None = None
-    created: str | None = None
-    modified: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The known fields, in declaration order, the status as its string value."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["status"] = self.status.value
-        return {key: value for key, value in values.items() if value is not None}
 
 
 def _read_new_lines(stream: Any) -> Iterator[str]:
@@ -241,12 +214,14 @@ class SageMakerTarget:
         return endpoint
 
     def describe(self) -> TargetDescription:
-        """The endpoint, its config's variant and the artifact its model reads.
+        """The endpoint, its config's variant, its instance counts and autoscaling, and the artifact its
+        model reads.
 
         Raises:
             EndpointNotFoundError: no endpoint by that name (exit code 2).
             AwsError: a describe call failed.
         """
+        from ..aws.scaling import describe_scaling
         from ..aws.session import aws_errors
 
         endpoint = self._endpoint()
@@ -260,11 +235,16 @@ class SageMakerTarget:
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
         artifact = (container.get("ModelDataSource", {}).get("S3DataSource", {}).get("S3Uri")
                     or container.get("ModelDataUrl"))
+        scaling = describe_scaling(sagemaker, self.session.client("application-autoscaling"), self.name)
         return TargetDescription(
             name=self.name, kind=self.kind, region=self.session.region,
             status=endpoint.status or DeploymentStatus.OUT_OF_SERVICE,
             endpoint_config=endpoint.config_name, model=model_name, instance_type=variant.get("InstanceType"),
-            instance_count=variant.get("InitialInstanceCount"), artifact=artifact,
+            instance_count=variant.get("InitialInstanceCount"), current_instances=scaling.current_instances,
+            desired_instances=scaling.desired_instances,
+            autoscaling=f"{scaling.min_instances}..{scaling.max_instances} instances" if scaling.autoscaled else None,
+            scaling_policies=scaling.policies, scaling_activities=tuple(
+                f"{a.start} {a.status}: {a.description}" for a in scaling.activities), artifact=artifact,
             failure_reason=endpoint.failure_reason,
             created=endpoint.created.isoformat() if endpoint.created else None,
             modified=endpoint.modified.isoformat() if endpoint.modified else None,
