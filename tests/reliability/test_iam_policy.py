@@ -33,7 +33,11 @@ BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 UNUSED_ON_PURPOSE = {
     "s3:AbortMultipartUpload": "s3transfer aborts a multipart upload that fails part-way, and an upload "
                                "aborts stale ones a killed uploader left; a clean deploy leaves neither",
+    "iam:CreateServiceLinkedRole": "Application Auto Scaling creates its SageMaker role on the first "
+                                   "RegisterScalableTarget of an account, as the caller; no boto3 call of ours",
 }
+#: a scalable target's ARN: the service names it with an id of its own, not the endpoint's name
+SCALABLE_TARGET = f"arn:aws:application-autoscaling:{REGION}:{ACCOUNT}:scalable-target/056c4a6fd0a5f7b3"
 
 
 def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
@@ -74,6 +78,8 @@ def _checks(service: str, operation: str, params: dict[str, Any]) -> list[tuple[
         return [(action, f"{bucket}/{params['Key']}" if "Key" in params else bucket)]
     if service == "logs":
         return [(action, f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{params['logGroupName']}")]
+    if service == "application-autoscaling" and not operation.startswith("Describe"):
+        return [(action, SCALABLE_TARGET)]
     return [(action, "*")]
 
 
@@ -92,7 +98,10 @@ def test_policies_are_well_formed_and_scoped() -> None:
             if resources == ["*"]:  # only actions without resource-level permissions may use "*"
                 assert set(_listify(statement["Action"])) <= {
                     "sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs", "sagemaker:ListModels",
-                    "sts:GetCallerIdentity", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}, statement
+                    "sts:GetCallerIdentity", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
+                    "application-autoscaling:DescribeScalableTargets",
+                    "application-autoscaling:DescribeScalingPolicies",
+                    "application-autoscaling:DescribeScalingActivities"}, statement
             else:
                 assert all(r.startswith("arn:aws:") for r in resources)
     deployer = policies["deployer"]
@@ -104,6 +113,13 @@ def test_policies_are_well_formed_and_scoped() -> None:
     (passrole,) = [s for s in _statements(deployer) if "iam:PassRole" in s["Action"]]
     assert passrole["Resource"] == [f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"]
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert not _allowed(deployer, "sagemaker:UpdateEndpointWeightsAndCapacities",
+                        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/other")
+    (linked,) = [s for s in _statements(deployer) if "iam:CreateServiceLinkedRole" in s["Action"]]
+    assert linked["Resource"] == [f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/sagemaker.application-autoscaling."
+                                  "amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"]
+    assert linked["Condition"] == {
+        "StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}}
 
     role = policies["execution_role"]
     cache = f"arn:aws:s3:::{BUCKET}/inf2-deploy/neuron-cache/neff/x.neff"
@@ -222,8 +238,12 @@ def test_cli_role_and_role_name_are_one_or_the_other(capsys: pytest.CaptureFixtu
 
 @pytest.mark.slow
 def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
-        moto_server: str, record_aws_calls, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+        moto_server: str, record_aws_calls, capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
+    from support.aws import add_scaling_activities
+
+    add_scaling_activities(monkeypatch)  # moto lacks DescribeScalingActivities, which status calls
     from inf2_deploy.client.predictor import Predictor
     from inf2_deploy.errors import InvocationError
 
@@ -235,6 +255,12 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
     assert main([*deploy, "--volume-size-gb", "40"]) == 0
     # A new serving.properties: a new artifact, whose other files S3 copies from the first one.
     assert main([*deploy, "--volume-size-gb", "40", "--batch-size", "2"]) == 0
+    # Autoscaling: registered after InService, then kept through an update (RetainAllVariantProperties),
+    # switched to another metric (the old policy deleted), and scaled by hand.
+    assert main([*deploy, "--volume-size-gb", "40", "--batch-size", "2", "--max-instances", "2"]) == 0
+    assert main([*deploy, "--volume-size-gb", "50", "--batch-size", "2", "--max-instances", "2",
+                 "--scale-metric", "invocations", "--scale-target", "60"]) == 0
+    assert main(["scale", "tiny", "2", "--region", REGION]) == 0
     assert main(["status", "tiny", "--region", REGION]) == 0
     assert main(["logs", "tiny", "--region", REGION]) == 0
     assert main(["list", "--region", REGION]) == 0
@@ -264,6 +290,9 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
     assert granted - used == set(UNUSED_ON_PURPOSE)
     assert {"sagemaker:UpdateEndpoint", "sagemaker:InvokeEndpointWithResponseStream", "s3:CreateBucket",
             "s3:PutLifecycleConfiguration", "s3:ListBucketMultipartUploads", "iam:PassRole",
-            "s3:DeleteObject"} <= used
+            "s3:DeleteObject", "application-autoscaling:RegisterScalableTarget",
+            "application-autoscaling:DeregisterScalableTarget", "sagemaker:UpdateEndpointWeightsAndCapacities"} <= used
+    update = [params for _, operation, params in record_aws_calls.calls if operation == "UpdateEndpoint"][-1]
+    assert update["RetainAllVariantProperties"] is True
     made = {(operation, params.get("ModelName")) for _, operation, params in record_aws_calls.calls}
     assert {("CopyObject", None), ("DescribeModel", "someone-else")} <= made

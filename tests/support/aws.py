@@ -1,4 +1,5 @@
-"""Fake AWS for the tests: the environment, moto extended for ml.inf2 and UpdateEndpoint, a moto server.
+"""Fake AWS for the tests: the environment, moto extended for ml.inf2, UpdateEndpoint and
+DescribeScalingActivities, a moto server.
 
 moto is imported only inside the functions that use it: the serving tests also run in an
 environment without it.
@@ -109,6 +110,23 @@ def add_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
         return ActionResult({"EndpointArn": endpoint.arn})
 
     monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
+
+
+def add_scaling_activities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give moto the DescribeScalingActivities action it lacks (moto 5.2.x answers "not implemented").
+
+    The answer is an empty list, as Application Auto Scaling gives before anything scaled; tests of
+    real activities use botocore's Stubber.
+    """
+    import json
+
+    from moto.applicationautoscaling.responses import ApplicationAutoScalingResponse
+
+    def describe_scaling_activities(self: ApplicationAutoScalingResponse) -> str:
+        return json.dumps({"ScalingActivities": []})
+
+    monkeypatch.setattr(ApplicationAutoScalingResponse, "describe_scaling_activities", describe_scaling_activities,
+                        raising=False)
 
 
 @contextlib.contextmanager

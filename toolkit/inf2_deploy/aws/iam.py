@@ -3,10 +3,11 @@
 Three documents:
 
 - the **deployer** policy, for whoever runs ``inf2-deploy deploy/status/logs/
-  invoke/list/delete``: exactly the API actions the toolkit calls, on the
+  invoke/list/scale/delete``: exactly the API actions the toolkit calls, on the
   resources its names allow (the endpoint, and models and endpoint configs
   named ``<endpoint>-<fingerprint>-<time>``), S3 on the artifact prefix, log
-  reading, and ``iam:PassRole`` of the execution role to SageMaker only;
+  reading, ``iam:PassRole`` of the execution role to SageMaker only, and the
+  endpoint's autoscaling (with the creation of its service-linked role);
 - the **execution role** policy, for the role the endpoint runs as: read the
   artifact prefix, read and write the Neuron compile cache, pull the LMI image
   from ECR, write logs and metrics;
@@ -44,6 +45,9 @@ __all__ = [
 POLICY_VERSION = "2012-10-17"
 DEFAULT_ROLE_NAME = "inf2-deploy-endpoint"
 LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
+#: the service-linked role Application Auto Scaling scales SageMaker endpoints as, and its service
+AUTOSCALING_ROLE = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+AUTOSCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 # The LMI images live in an AWS-owned ECR account that differs between regions.
 LMI_REPOSITORY = "djl-inference"
 
@@ -188,8 +192,30 @@ def deployer_policy(
         _statement("PassExecutionRoleToSageMaker", ["iam:PassRole"],
                    [f"arn:aws:iam::{account}:role{role_path}{role_name}"],
                    {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+        *_autoscaling_statements(region, account),
     ]
     return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def _autoscaling_statements(region: str, account: str) -> list[dict[str, Any]]:
+    """Register, scale and deregister the endpoint's variant with Application Auto Scaling."""
+    return [
+        # A scalable target's ARN ends in an id the service makes up, not the endpoint's name:
+        # the region and account are as narrow as these actions can be scoped.
+        _statement("AutoscaleEndpoint",
+                   [f"application-autoscaling:{action}" for action in (
+                       "RegisterScalableTarget", "DeregisterScalableTarget", "PutScalingPolicy",
+                       "DeleteScalingPolicy")],
+                   [f"arn:aws:application-autoscaling:{region}:{account}:scalable-target/*"]),
+        # The Describe actions have no resource-level permissions.
+        _statement("ReadAutoscaling",
+                   [f"application-autoscaling:{action}" for action in (
+                       "DescribeScalableTargets", "DescribeScalingPolicies", "DescribeScalingActivities")], "*"),
+        # The first registration in an account creates Application Auto Scaling's role for SageMaker.
+        _statement("AutoscalingServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
+                   [f"arn:aws:iam::{account}:role/aws-service-role/{AUTOSCALING_SERVICE}/{AUTOSCALING_ROLE}"],
+                   {"StringLike": {"iam:AWSServiceName": AUTOSCALING_SERVICE}}),
+    ]
 
 
 def _sagemaker_statements(region: str, account: str, endpoint: str, derived: str) -> list[dict[str, Any]]:
@@ -207,6 +233,9 @@ def _sagemaker_statements(region: str, account: str, endpoint: str, derived: str
             [f"{arn}:model/{sm_derived}", f"{arn}:endpoint-config/{sm_derived}", f"{arn}:endpoint/{sm_endpoint}"],
         ),
         _statement("InvokeEndpoint", ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
+                   [f"{arn}:endpoint/{sm_endpoint}"]),
+        # `inf2-deploy scale` sets the instance count (autoscaling does it as its service-linked role).
+        _statement("ScaleEndpoint", ["sagemaker:UpdateEndpointWeightsAndCapacities"],
                    [f"{arn}:endpoint/{sm_endpoint}"]),
         # The List actions have no resource-level permissions. `inf2-deploy list` and the not-found
         # hint need ListEndpoints; `delete` of an endpoint already gone lists the configs and models
