@@ -44,9 +44,9 @@ from .logs import LogTailer
 from .model_data import read_model_data
 from .reconcile import Action, Reconciliation, reconcile
 from .requests import DeployRequests, build_requests, config_for_model
-from .resources import Resource, create_resource, delete_resources, describe_config
+from .resources import Resource, create_resource, delete_resources
 from .s3 import ensure_bucket
-from .scaling import apply_scaling, deregister, find_target
+from .scaling import sync_scaling, update_arguments
 from .session import Session, aws_errors, make_session
 from .tags import TagChanges, apply_tags
 from .teardown import Teardown, delete_deployment
@@ -352,40 +352,23 @@ class Deployer:
                             ours=lambda: getattr(find_endpoint(sagemaker, name), "config_name", None) == config_name)
             self.observer.on_event(f"creating endpoint {name}")
         else:
-            retain = self._release_scaling(requests, reconciliation)
+            # An autoscaled endpoint keeps its count, or is deregistered first when its instance type changes.
+            retain, deregistered = update_arguments(
+                self.session.client("application-autoscaling"), sagemaker, name,
+                current_config=getattr(reconciliation.endpoint, "config_name", None) or "",
+                instance_type=requests.config["ProductionVariants"][0]["InstanceType"])
+            if deregistered:
+                self.observer.on_event(f"deregistered the autoscaling of {name}: its instance type changes")
             with aws_errors(f"sagemaker:UpdateEndpoint {name}"):
                 sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config_name, **retain)
             self.observer.on_event(f"updating endpoint {name}")
 
-    def _release_scaling(self, requests: DeployRequests, reconciliation: Reconciliation) -> dict[str, Any]:
-        """UpdateEndpoint's extra arguments for an autoscaled endpoint: keep its instance count (not the new
-        config's initial one), or, when the instance type changes, deregister first (SageMaker refuses that
-        update of a scaled variant; ``apply_scaling`` registers again once it is InService)."""
-        autoscaling, name = self.session.client("application-autoscaling"), requests.endpoint_name
-        if find_target(autoscaling, name) is None:
-            return {}
-        current = describe_config(self._sagemaker, getattr(reconciliation.endpoint, "config_name", None) or "")
-        old_type = current["ProductionVariants"][0].get("InstanceType") if current else None
-        if old_type != requests.config["ProductionVariants"][0]["InstanceType"]:
-            deregister(autoscaling, name)
-            self.observer.on_event(f"deregistered the autoscaling of {name}: its instance type changes")
-            return {}
-        # Data capture follows the new config; the instance count and weight stay as autoscaling set them.
-        return {"RetainAllVariantProperties": True,
-                "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DataCaptureConfig"}]}
-
     def apply_scaling(self, requests: DeployRequests) -> None:
         """Once the endpoint is InService: register its autoscaling and put its policy, or, when this deploy
-        asks for a fixed count, deregister what an earlier deploy registered."""
-        autoscaling, name, scaling = self.session.client("application-autoscaling"), requests.endpoint_name, \
-            requests.scaling
-        if scaling is None:
-            if deregister(autoscaling, name):
-                self.observer.on_event(f"removed the autoscaling of {name}: this deploy sets a fixed count")
-            return
-        policy = apply_scaling(autoscaling, name, scaling)
-        self.observer.on_event(f"autoscaling {name} between {scaling.min_instances} and {scaling.max_instances} "
-                               f"instances: {policy} tracks {scaling.predefined_metric} at {scaling.target}")
+        asks for a fixed count, deregister what an earlier deploy registered (see ``scaling.sync_scaling``)."""
+        done = sync_scaling(self.session.client("application-autoscaling"), requests.endpoint_name, requests.scaling)
+        if done:
+            self.observer.on_event(done)
 
     def wait(self, rollout: Rollout, *, timeout: float | None = None, poll: float = DEFAULT_POLL_SECONDS,
              keep_on_failure: bool = False) -> Endpoint:

@@ -16,6 +16,7 @@ from inf2_serving.contract import VARIANT_NAME
 
 from ..errors import AwsError, ConfigError
 from ..spec.scaling import ScalingSpec
+from .resources import describe_config
 from .session import Session, aws_errors
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "policy_name",
     "resource_id",
     "scale",
+    "sync_scaling",
+    "update_arguments",
 ]
 
 NAMESPACE = "sagemaker"
@@ -120,6 +123,44 @@ def deregister(autoscaling: Any, endpoint_name: str) -> bool:
             raise
         return False
     return True
+
+
+def sync_scaling(autoscaling: Any, endpoint_name: str, scaling: ScalingSpec | None) -> str | None:
+    """Bring the endpoint's autoscaling to ``scaling`` once it is InService: register it and put its policy
+    (``scaling.target`` resolved), or, for a fixed count (None), deregister what an earlier deploy
+    registered. Returns one line on what changed, or None when nothing did.
+
+    Raises:
+        AwsError: a call failed.
+    """
+    if scaling is None:
+        if deregister(autoscaling, endpoint_name):
+            return f"removed the autoscaling of {endpoint_name}: this deploy sets a fixed count"
+        return None
+    policy = apply_scaling(autoscaling, endpoint_name, scaling)
+    return (f"autoscaling {endpoint_name} between {scaling.min_instances} and {scaling.max_instances} instances: "
+            f"{policy} tracks {scaling.predefined_metric} at {scaling.target}")
+
+
+def update_arguments(autoscaling: Any, sagemaker: Any, endpoint_name: str, *, current_config: str,
+                     instance_type: str) -> tuple[dict[str, Any], bool]:
+    """UpdateEndpoint's extra arguments for the endpoint, and whether its target was deregistered.
+
+    Without a scalable target: none. With one, the instance count and weight stay as autoscaling set
+    them (RetainAllVariantProperties; data capture follows the new config), unless the new config's
+    ``instance_type`` differs from ``current_config``'s: SageMaker refuses that update of a scaled
+    variant, so the target is deregistered first (``sync_scaling`` registers it again once InService).
+
+    Raises:
+        AwsError: a call failed.
+    """
+    if find_target(autoscaling, endpoint_name) is None:
+        return {}, False
+    current = describe_config(sagemaker, current_config)
+    if (current["ProductionVariants"][0].get("InstanceType") if current else None) != instance_type:
+        return {}, deregister(autoscaling, endpoint_name)
+    return {"RetainAllVariantProperties": True,
+            "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DataCaptureConfig"}]}, False
 
 
 @dataclass(frozen=True)
