@@ -221,3 +221,9 @@ def test_status_shows_counts_and_autoscaling(session, scaled, tiny_artifact, mak
     assert description.autoscaling == "1..4 instances"
     assert description.scaling_policies == (f"inf2-deploy-tiny-concurrency: {CONCURRENCY} target 3.0",)
     assert description.scaling_activities[0].startswith("2026-01-05T10:00:00+00:00 Successful: Setting desired")
+
+
+def test_a_deploy_that_does_not_wait_says_autoscaling_waits_for_in_service(session, scaled, tiny_artifact):
+    deployment = deploy(scaled, artifact=tiny_artifact, session=session, clock=FakeClock(), wait=False)
+    assert deployment.message.endswith("; autoscaling is registered by a deploy that waits for InService")
+    assert _targets(session) == []  # registering a variant that is not InService yet would fail
