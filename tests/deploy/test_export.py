@@ -140,29 +140,27 @@ def test_cli_refuses_a_bad_format_or_spec_flags_with_an_endpoint(argv, message, 
 
 
 @pytest.mark.slow
-def test_endpoint_export_matches_the_spec_export_on_moto(moto_server, tmp_path, capsys):
+def test_endpoint_export_matches_the_spec_export_on_moto(moto_server, tmp_path):
     flags = ["--model", "tiny-gptj", "--instance-type", "ml.inf2.xlarge", "--endpoint-name", "tiny", "--region",
              REGION, "--role", ROLE, "--tag", "team=ml", "--env", "LOG_LEVEL=debug", "--max-instances", "3",
              "--scale-target", "2"]
     assert main(["deploy", *flags]) == 0
+    # The deploy registered the scaling block's target and policy; the export reads them back.
     autoscaling = boto3.client("application-autoscaling", region_name=REGION, endpoint_url=moto_server)
-    found = {"ServiceNamespace": "sagemaker", "ResourceId": "endpoint/tiny/variant/AllTraffic",
-             "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
-    if not autoscaling.describe_scaling_policies(**found)["ScalingPolicies"]:
-        # What deploy's scaling step registers for this spec, for a deploy that does not register it itself.
-        autoscaling.register_scalable_target(**found, MinCapacity=1, MaxCapacity=3)
-        autoscaling.put_scaling_policy(**found, PolicyName="tiny-scaling", PolicyType="TargetTrackingScaling",
-                                       TargetTrackingScalingPolicyConfiguration={
-                                           "TargetValue": 2.0, "ScaleInCooldown": 900, "ScaleOutCooldown": 300,
-                                           "PredefinedMetricSpecification": {"PredefinedMetricType":
-                                               "SageMakerVariantConcurrentRequestsPerModelHighResolution"}})
-    capsys.readouterr()
+    policies = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert [policy["ResourceId"] for policy in policies] == ["endpoint/tiny/variant/AllTraffic"]
     deployed_file, spec_file = tmp_path / "deployed.yaml", tmp_path / "spec.yaml"
     assert main(["export", "--from-endpoint", "tiny", "--region", REGION, "--out", str(deployed_file)]) == 0
     assert main(["export", *flags, "--out", str(spec_file)]) == 0
     deployed, from_spec = (yaml.safe_load(path.read_text()) for path in (deployed_file, spec_file))
     assert _lint(deployed) == []
     assert deployed["Resources"] == from_spec["Resources"]
+    variant = deployed["Resources"]["EndpointConfig"]["Properties"]["ProductionVariants"][0]
+    assert variant["RoutingConfig"] == {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
+    assert deployed["Resources"]["ScalableTarget"]["Properties"]["MaxCapacity"] == 3
+    assert deployed["Resources"]["ScalingPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"][
+        "TargetValue"] == 2.0
+    assert deployed["Resources"]["Model"]["Properties"]["Tags"] == [{"Key": "team", "Value": "ml"}]
     parameters = deployed["Parameters"]
     assert parameters["ArtifactBucket"]["Default"] == BUCKET
     assert parameters["ModelDataUri"]["Default"].startswith(f"s3://{BUCKET}/inf2-deploy/tiny-gptj/")

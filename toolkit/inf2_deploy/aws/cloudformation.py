@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from inf2_serving.contract import DTYPES, ENDPOINT_NAME, VARIANT_NAME
+from inf2_serving.contract import DTYPES, ENDPOINT_NAME
 
 from ..spec.deployment_spec import DeploymentSpec
 from ..spec.planner import Plan
 from .requests import endpoint_config_request, model_request
+from .scaling import DIMENSION, NAMESPACE, find_target, resource_id
 
 __all__ = [
     "MODEL_KEYS",
@@ -41,7 +42,6 @@ CONFIG_KEYS = ("KmsKeyId", "DataCaptureConfig")
 _CONTAINER_KEYS = ("Image", "ModelDataSource", "Environment")
 _CACHE_ENV = "NEURON_COMPILE_CACHE_URL"
 _BUCKET_PARAM = "${ArtifactBucket}"
-_SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 # Tags under these prefixes are not carried over: ours record what an inf2-deploy deploy made (a stack's
 # resources belong to CloudFormation; `list` and delete's leftover sweep go by them), aws: ones are reserved.
 _DROPPED_TAG_PREFIXES = ("inf2-deploy:", "aws:")
@@ -93,10 +93,10 @@ def _config_properties(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _scaling_resources(target: Mapping[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
-    resource_id = {"Fn::Sub": f"endpoint/${{Endpoint.EndpointName}}/variant/{VARIANT_NAME}"}
     return {
         "ScalableTarget": {"Type": "AWS::ApplicationAutoScaling::ScalableTarget", "Properties": {
-            "ServiceNamespace": "sagemaker", "ScalableDimension": _SCALABLE_DIMENSION, "ResourceId": resource_id,
+            "ServiceNamespace": NAMESPACE, "ScalableDimension": DIMENSION,
+            "ResourceId": {"Fn::Sub": resource_id("${Endpoint.EndpointName}")},
             "MinCapacity": target["MinCapacity"], "MaxCapacity": target["MaxCapacity"]}},
         "ScalingPolicy": {"Type": "AWS::ApplicationAutoScaling::ScalingPolicy", "Properties": {
             "PolicyName": {"Fn::Sub": "${Endpoint.EndpointName}-target-tracking"},
@@ -176,20 +176,15 @@ def _described_scaling(autoscaling: Any, endpoint_name: str) -> tuple[dict[str, 
     """The endpoint variant's scalable target and its first target-tracking policy, or None."""
     from .session import aws_errors
 
-    found = {"ServiceNamespace": "sagemaker", "ScalableDimension": _SCALABLE_DIMENSION,
-             "ResourceId": f"endpoint/{endpoint_name}/variant/{VARIANT_NAME}"}
-    with aws_errors(f"application-autoscaling:DescribeScalableTargets {found['ResourceId']}"):
-        targets = autoscaling.describe_scalable_targets(
-            ServiceNamespace="sagemaker", ResourceIds=[found["ResourceId"]],
-            ScalableDimension=_SCALABLE_DIMENSION)["ScalableTargets"]
-        if not targets:
-            return None
-        pages = autoscaling.get_paginator("describe_scaling_policies").paginate(**found)
+    target = find_target(autoscaling, endpoint_name)
+    if target is None:
+        return None
+    with aws_errors(f"application-autoscaling:DescribeScalingPolicies {endpoint_name}"):
+        pages = autoscaling.get_paginator("describe_scaling_policies").paginate(
+            ServiceNamespace=NAMESPACE, ResourceId=resource_id(endpoint_name), ScalableDimension=DIMENSION)
         policies = [policy for page in pages for policy in page["ScalingPolicies"]
                     if policy["PolicyType"] == "TargetTrackingScaling"]
-    if not policies:
-        return None
-    return targets[0], policies[0]["TargetTrackingScalingPolicyConfiguration"]
+    return (target, policies[0]["TargetTrackingScalingPolicyConfiguration"]) if policies else None
 
 
 def endpoint_template(sagemaker: Any, autoscaling: Any, endpoint_name: str, *, region: str) -> dict[str, Any]:
