@@ -227,3 +227,31 @@ def test_a_deploy_that_does_not_wait_says_autoscaling_waits_for_in_service(sessi
     deployment = deploy(scaled, artifact=tiny_artifact, session=session, clock=FakeClock(), wait=False)
     assert deployment.message.endswith("; autoscaling is registered by a deploy that waits for InService")
     assert _targets(session) == []  # registering a variant that is not InService yet would fail
+
+
+def test_several_instances_on_a_cold_compile_cache_start_with_one(session, tiny_spec, tiny_artifact, count_calls):
+    from sagemaker_fakes import RecordingObserver
+
+    calls = count_calls(session.client("sagemaker"))
+    observer = RecordingObserver()
+    cold = deploy(tiny_spec.replace(instance_count=3), artifact=tiny_artifact, session=session, clock=FakeClock(),
+                  observer=observer)
+
+    [config] = calls.params("CreateEndpointConfig")
+    assert config["ProductionVariants"][0]["InitialInstanceCount"] == 1
+    [raised] = calls.params("UpdateEndpointWeightsAndCapacities")
+    assert raised["DesiredWeightsAndCapacities"] == [{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}]
+    assert _counts(session) == (3, 3)
+    assert any(event.startswith("the compile cache holds nothing for artifact") for event in observer.events)
+    assert "the compile cache is warm: raising tiny to 3 instances" in observer.events
+    # The tags record the full count: the same deploy again has nothing to do.
+    assert not deploy(tiny_spec.replace(instance_count=3), artifact=tiny_artifact, session=session,
+                      clock=_later(60)).changed
+
+    # Another endpoint of the same artifact and model finds the cache warm and starts all three at once.
+    calls = count_calls(session.client("sagemaker"))
+    deploy(tiny_spec.replace(instance_count=3, endpoint_name="tiny-b"), artifact=tiny_artifact, session=session,
+           clock=_later(120))
+    assert calls.params("CreateEndpointConfig")[0]["ProductionVariants"][0]["InitialInstanceCount"] == 3
+    assert calls.params("UpdateEndpointWeightsAndCapacities") == []
+    assert cold.status is not None and cold.status.value == "InService"

@@ -250,7 +250,8 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
     role = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
     deploy = ["deploy", "--model", "tiny-gptj", "--instance-type", "ml.inf2.xlarge", "--endpoint-name", "tiny",
               "--region", REGION, "--role", role]
-    assert main([*deploy, "--tag", "team=ml"]) == 0
+    # Two instances on a cold compile cache: one starts, the cache is marked warm, then the count rises.
+    assert main([*deploy, "--tag", "team=ml", "--instance-count", "2"]) == 0
     # Changed settings: UpdateEndpoint; the endpoint's tags follow the deploy (team goes: DeleteTags).
     assert main([*deploy, "--volume-size-gb", "40"]) == 0
     # A new serving.properties: a new artifact, whose other files S3 copies from the first one.
@@ -292,6 +293,8 @@ def test_deployer_policy_covers_exactly_what_a_full_deploy_calls(
             "s3:PutLifecycleConfiguration", "s3:ListBucketMultipartUploads", "iam:PassRole",
             "s3:DeleteObject", "application-autoscaling:RegisterScalableTarget",
             "application-autoscaling:DeregisterScalableTarget", "sagemaker:UpdateEndpointWeightsAndCapacities"} <= used
+    assert any(operation == "PutObject" and "/neuron-cache-warm/" in params["Key"]
+               for _, operation, params in record_aws_calls.calls)  # the staged start marked the cache warm
     update = [params for _, operation, params in record_aws_calls.calls if operation == "UpdateEndpoint"][-1]
     assert update["RetainAllVariantProperties"] is True
     made = {(operation, params.get("ModelName")) for _, operation, params in record_aws_calls.calls}

@@ -46,7 +46,14 @@ from .reconcile import Action, Reconciliation, reconcile
 from .requests import DeployRequests, build_requests, config_for_model
 from .resources import Resource, create_resource, delete_resources
 from .s3 import ensure_bucket
-from .scaling import sync_scaling, update_arguments
+from .scaling import (
+    compile_cache_is_warm,
+    mark_compile_cache_warm,
+    scale,
+    single_instance,
+    sync_scaling,
+    update_arguments,
+)
 from .session import Session, aws_errors, make_session
 from .tags import TagChanges, apply_tags
 from .teardown import Teardown, delete_deployment
@@ -203,7 +210,8 @@ class Deployer:
         if found.action is Action.NOTHING:
             self.apply_scaling(requests)
             return self._as_found(staged, requests, found)
-        rollout = self.apply(requests, found, keep_on_failure=options.keep_on_failure)
+        launch = self._launch(requests, found) if options.wait else requests
+        rollout = self.apply(launch, found, keep_on_failure=options.keep_on_failure)
         if found.action is Action.RETAG:
             self.apply_scaling(requests)
             return self._as_found(staged, requests, found, retagged=rollout.retagged)
@@ -220,6 +228,8 @@ class Deployer:
             return deployment
         endpoint = self.wait(rollout, timeout=options.timeout, poll=options.poll,
                              keep_on_failure=options.keep_on_failure)
+        if launch is not requests:
+            endpoint = self._grow(requests, timeout=options.timeout, poll=options.poll)
         self.retire(found)
         self.apply_scaling(requests)
         deployment.status = endpoint.status
@@ -362,6 +372,25 @@ class Deployer:
             with aws_errors(f"sagemaker:UpdateEndpoint {name}"):
                 sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config_name, **retain)
             self.observer.on_event(f"updating endpoint {name}")
+
+    def _launch(self, requests: DeployRequests, found: Reconciliation) -> DeployRequests:
+        """What to create: a new endpoint of several instances on a cold compile cache starts with one."""
+        count = requests.config["ProductionVariants"][0]["InitialInstanceCount"]
+        if found.action is not Action.CREATE or count < 2 or compile_cache_is_warm(self.session.client("s3"),
+                                                                                   requests):
+            return requests
+        self.observer.on_event(f"the compile cache holds nothing for artifact {requests.fingerprint[:12]}: "
+                               f"starting {requests.endpoint_name} with 1 instance, then {count} once it compiled")
+        return single_instance(requests)
+
+    def _grow(self, requests: DeployRequests, *, timeout: float | None, poll: float) -> Endpoint:
+        """After a one-instance start: record the cache as warm, then raise the count and wait for it."""
+        mark_compile_cache_warm(self.session.client("s3"), requests)
+        count = requests.config["ProductionVariants"][0]["InitialInstanceCount"]
+        scale(requests.endpoint_name, count, session=self.session)
+        self.observer.on_event(f"the compile cache is warm: raising {requests.endpoint_name} to {count} instances")
+        return Endpoint(requests.endpoint_name, self._sagemaker).wait(timeout, poll=poll, clock=self.clock,
+                                                                      observer=self.observer)
 
     def apply_scaling(self, requests: DeployRequests) -> None:
         """Once the endpoint is InService: register its autoscaling and put its policy, or, when this deploy

@@ -1,4 +1,4 @@
-"""Application Auto Scaling of an endpoint's variant, and manual scaling.
+"""Application Auto Scaling of an endpoint's variant, manual scaling, and multi-instance starts.
 
 The scalable target is ``endpoint/NAME/variant/AllTraffic`` on the dimension
 ``sagemaker:variant:DesiredInstanceCount``; its one target-tracking policy is named
@@ -6,11 +6,16 @@ The scalable target is ``endpoint/NAME/variant/AllTraffic`` on the dimension
 idempotent: registering again updates min and max, putting the policy again updates it,
 and deregistering a target that is gone is a no-op. Deregistering also removes the
 target's policies (Application Auto Scaling deletes them with it).
+
+Instances that start together on a cold compile cache each compile for 10 to 60 minutes, and
+nothing locks across hosts on S3. So a new endpoint of several instances starts with one when
+no earlier start of the same artifact and model filled the S3 cache (a marker beside the cache
+records that), then grows to its count with ``update_endpoint_weights_and_capacities``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from inf2_serving.contract import VARIANT_NAME
 
@@ -19,6 +24,9 @@ from ..spec.scaling import ScalingSpec
 from .resources import describe_config
 from .session import Session, aws_errors
 
+if TYPE_CHECKING:
+    from .requests import DeployRequests
+
 __all__ = [
     "NAMESPACE",
     "DIMENSION",
@@ -26,6 +34,9 @@ __all__ = [
     "ScalingActivity",
     "ScalingState",
     "apply_scaling",
+    "compile_cache_is_warm",
+    "mark_compile_cache_warm",
+    "single_instance",
     "deregister",
     "describe_scaling",
     "find_target",
@@ -257,3 +268,51 @@ def scale(endpoint_name: str, count: int, *, force: bool = False, session: Sessi
             DesiredWeightsAndCapacities=[{"VariantName": VARIANT_NAME, "DesiredInstanceCount": count}])
     return state
 
+
+def _warm_marker(requests: DeployRequests) -> tuple[str, str] | None:
+    """(bucket, key) recording that this artifact and model compiled into the S3 compile cache, beside it."""
+    cache = requests.model["PrimaryContainer"]["Environment"].get("NEURON_COMPILE_CACHE_URL", "")
+    if not cache.startswith("s3://"):
+        return None
+    bucket, _, prefix = cache.removeprefix("s3://").partition("/")
+    # Beside Neuron's cache, not in it; keyed by the artifact and the model settings (image, flags).
+    return bucket, f"{prefix.strip('/')}-warm/{requests.fingerprint}-{requests.model_settings}"
+
+
+def compile_cache_is_warm(s3: Any, requests: DeployRequests) -> bool:
+    """True when an earlier staged start of this artifact and model filled the compile cache (or when
+    the cache is not in S3, where each instance compiles on its own whatever the order).
+
+    Raises:
+        AwsError: a call failed.
+    """
+    marker = _warm_marker(requests)
+    if marker is None:
+        return True
+    try:
+        with aws_errors(f"s3:HeadObject s3://{marker[0]}/{marker[1]}"):
+            s3.head_object(Bucket=marker[0], Key=marker[1])
+    except AwsError as exc:
+        if exc.code not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        return False
+    return True
+
+
+def mark_compile_cache_warm(s3: Any, requests: DeployRequests) -> None:
+    """Record that an instance of this artifact and model is InService, so its graphs are in the cache.
+
+    Raises:
+        AwsError: a call failed.
+    """
+    marker = _warm_marker(requests)
+    if marker is not None:
+        with aws_errors(f"s3:PutObject s3://{marker[0]}/{marker[1]}"):
+            s3.put_object(Bucket=marker[0], Key=marker[1], Body=b"")
+
+
+def single_instance(requests: DeployRequests) -> DeployRequests:
+    """``requests`` whose endpoint config starts one instance; names, tags and digests stay those of the
+    full count, so that the next deploy sees the endpoint as this deploy leaves it."""
+    variants = [{**variant, "InitialInstanceCount": 1} for variant in requests.config["ProductionVariants"]]
+    return replace(requests, config={**requests.config, "ProductionVariants": variants})
