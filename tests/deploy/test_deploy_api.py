@@ -4,7 +4,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from inf2_deploy import deploy_gptj
-from inf2_deploy.aws.deployer import Deployment
+from inf2_deploy.aws.deployment import Deployment
 from inf2_deploy.errors import ConfigError
 from support.aws import REGION, ROLE
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from inf2_deploy.aws.deploy import list_deployments
-from inf2_deploy.aws.deployer import WaitInterrupted
+from inf2_deploy.aws.deployment import WaitInterrupted
 from inf2_deploy.aws.requests import endpoint_config_request, model_request, settings_digest
 from inf2_deploy.cli import main
 from inf2_deploy.errors import ConfigError

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 from inf2_deploy import version
 from inf2_deploy.aws.deploy import deploy, list_deployments
-from inf2_deploy.aws.deployer import WaitInterrupted
+from inf2_deploy.aws.deployment import WaitInterrupted
 from inf2_deploy.aws.teardown import delete_deployment
 from inf2_deploy.errors import AwsError, EndpointFailedError
 from inf2_deploy.status import DeploymentStatus

@@ -6,14 +6,9 @@ from datetime import datetime, timezone
 import pytest
 from botocore.stub import Stubber
 from inf2_deploy.aws.deploy import deploy
-from inf2_deploy.aws.deployer import (
-    Action,
-    Deployer,
-    Reconciliation,
-    Rollout,
-    StagedArtifact,
-    WaitInterrupted,
-)
+from inf2_deploy.aws.deployer import Deployer
+from inf2_deploy.aws.deployment import Rollout, StagedArtifact, WaitInterrupted
+from inf2_deploy.aws.reconcile import Action, Reconciliation
 from inf2_deploy.aws.requests import (
     TAG_FINGERPRINT,
     TAG_MANAGED,

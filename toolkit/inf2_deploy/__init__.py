@@ -21,7 +21,7 @@ _EXPORTS: dict[str, str] = {
     "make_plan": "spec.planner",
     # deploying
     "deploy_gptj": "api",
-    "Deployment": "aws.deployer",
+    "Deployment": "aws.deployment",
     "delete_deployment": "aws.teardown",
     "list_deployments": "aws.deploy",
     # deployment targets: one name or URL, one set of verbs

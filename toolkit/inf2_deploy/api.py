@@ -11,7 +11,7 @@ from .errors import ConfigError
 from .spec.deployment_spec import load_spec
 
 if TYPE_CHECKING:
-    from .aws.deployer import Deployment
+    from .aws.deployment import Deployment
     from .aws.s3 import Progress
     from .local.records import LocalDeployment
     from .observer import DeployObserver

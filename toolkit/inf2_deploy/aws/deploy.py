@@ -28,7 +28,8 @@ from ..spec.deployment_spec import DeploymentSpec
 from ..spec.model_ref import model_slug
 from ..spec.planner import check_plan
 from ..status import DeploymentStatus
-from .deployer import Deployer, Deployment, DeployOptions
+from .deployer import Deployer
+from .deployment import Deployment, DeployOptions
 from .endpoint import DEFAULT_POLL_SECONDS, find_endpoint
 from .logs import LogLine
 from .model_data import check_model_data_uri

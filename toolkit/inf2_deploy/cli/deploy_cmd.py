@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..aws.deploy import default_endpoint_name, deploy, require_role
-    from ..aws.deployer import WaitInterrupted
+    from ..aws.deployment import WaitInterrupted
     from ..errors import ConfigError
 
     _check_flags(args)

@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..aws.deployer import WaitInterrupted
+    from ..aws.deployment import WaitInterrupted
     from ..client.targets import resolve
     from ..errors import ConfigError
     from ..status import DeploymentStatus

@@ -272,7 +272,7 @@ class SageMakerTarget:
             WaitInterrupted: Ctrl-C; the endpoint keeps going.
             AwsError: ``timeout`` passed (code ``Timeout``) or a call failed.
         """
-        from ..aws.deployer import WaitInterrupted
+        from ..aws.deployment import WaitInterrupted
         from ..aws.endpoint import DEFAULT_POLL_SECONDS
         from ..aws.logs import LogTailer
 
