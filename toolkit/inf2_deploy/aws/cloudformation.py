@@ -21,7 +21,7 @@ from inf2_serving.contract import DTYPES, ENDPOINT_NAME
 from ..spec.deployment_spec import DeploymentSpec
 from ..spec.planner import Plan
 from .requests import endpoint_config_request, model_request
-from .scaling import DIMENSION, NAMESPACE, find_target, resource_id
+from .scaling import DIMENSION, NAMESPACE, find_target, resource_id, target_tracking
 
 __all__ = [
     "MODEL_KEYS",
@@ -161,12 +161,8 @@ def spec_template(spec: DeploymentSpec, plan: Plan, *, endpoint_name: str) -> di
                                      instance_type=plan.instance.name if plan.instance else "")
     scaling = None
     if spec.scaling is not None:
-        scaling = ({"MinCapacity": spec.scaling.min_instances, "MaxCapacity": spec.scaling.max_instances}, {
-            "TargetValue": spec.scaling.target_for(spec.batch_size),
-            "PredefinedMetricSpecification": {"PredefinedMetricType": spec.scaling.predefined_metric},
-            "ScaleInCooldown": spec.scaling.scale_in_cooldown,
-            "ScaleOutCooldown": spec.scaling.scale_out_cooldown,
-        })
+        scaling = ({"MinCapacity": spec.scaling.min_instances, "MaxCapacity": spec.scaling.max_instances},
+                   target_tracking(spec.scaling, spec.batch_size))
     return build_template(model, config, endpoint_name=endpoint_name, bucket=spec.bucket, model_data_uri=None,
                           tags=spec.tags, scaling=scaling,
                           description=f"inf2-deploy: {spec.model} on {plan.instance.name if plan.instance else '?'}")

@@ -34,6 +34,7 @@ __all__ = [
     "ScalingActivity",
     "ScalingState",
     "apply_scaling",
+    "target_tracking",
     "compile_cache_is_warm",
     "mark_compile_cache_warm",
     "single_instance",
@@ -84,6 +85,17 @@ def _policies(autoscaling: Any, endpoint_name: str) -> list[dict[str, Any]]:
         return [policy for page in pages for policy in page["ScalingPolicies"]]
 
 
+def target_tracking(scaling: ScalingSpec, batch_size: int) -> dict[str, Any]:
+    """The ``TargetTrackingScalingPolicyConfiguration`` of ``scaling`` (PutScalingPolicy's and
+    CloudFormation's ScalingPolicy property alike)."""
+    return {
+        "TargetValue": scaling.target_for(batch_size),
+        "PredefinedMetricSpecification": {"PredefinedMetricType": scaling.predefined_metric},
+        "ScaleOutCooldown": scaling.scale_out_cooldown,
+        "ScaleInCooldown": scaling.scale_in_cooldown,
+    }
+
+
 def apply_scaling(autoscaling: Any, endpoint_name: str, scaling: ScalingSpec, *, batch_size: int = 1) -> str:
     """Register the endpoint's variant between min and max, then put its target-tracking policy; a policy
     of ours for another metric is deleted. Call once the endpoint is InService. The target is
@@ -98,12 +110,7 @@ def apply_scaling(autoscaling: Any, endpoint_name: str, scaling: ScalingSpec, *,
         autoscaling.register_scalable_target(**keys, MinCapacity=scaling.min_instances,
                                              MaxCapacity=scaling.max_instances)
     name = policy_name(endpoint_name, scaling.metric)
-    configuration = {
-        "TargetValue": scaling.target_for(batch_size),
-        "PredefinedMetricSpecification": {"PredefinedMetricType": scaling.predefined_metric},
-        "ScaleOutCooldown": scaling.scale_out_cooldown,
-        "ScaleInCooldown": scaling.scale_in_cooldown,
-    }
+    configuration = target_tracking(scaling, batch_size)
     with aws_errors(f"application-autoscaling:PutScalingPolicy {name}"):
         autoscaling.put_scaling_policy(PolicyName=name, PolicyType="TargetTrackingScaling", **keys,
                                        TargetTrackingScalingPolicyConfiguration=configuration)
