@@ -52,7 +52,6 @@ __all__ = ["DEFAULT_COMPILE_CACHE", "NeuronBackend", "configure_compiler_env", "
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMPILE_CACHE = "/var/tmp/neuron-compile-cache"
-READ_ONLY_MODEL_DIR = MODEL_DIR
 NEURON_DEVICE = "/dev/neuron0"
 _CACHE_DIR_FLAG = "--cache_dir"
 
@@ -120,7 +119,7 @@ def configure_compiler_env(
     config: ServingConfig,
     environ: MutableMapping[str, str] | None = None,
     *,
-    read_only_root: str = READ_ONLY_MODEL_DIR,
+    read_only_root: str = MODEL_DIR,
     default_cache: str = DEFAULT_COMPILE_CACHE,
 ) -> str:
     """Set ``NEURON_CC_FLAGS`` and ``NEURON_COMPILE_CACHE_URL``; return the cache the compiler will use.
