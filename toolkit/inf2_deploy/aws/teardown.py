@@ -19,7 +19,7 @@ from typing import Any
 from ..clock import Clock
 from ..errors import AwsError
 from ..status import DeploymentStatus
-from .artifact_store import ArtifactIndex, purge_unused
+from .artifact_store import ArtifactIndex, model_data_uris, purge_unused
 from .endpoint import Endpoint, find_endpoint, missing_endpoint
 from .requests import TAG_ENDPOINT, TAG_MANAGED
 from .resources import Resource, delete_resources, describe_config, describe_model, tags_of
@@ -172,10 +172,7 @@ def _artifact_uris(sagemaker: Any, model_names: list[str]) -> list[str]:
     """The S3 prefixes the models read their artifact from (models already gone are skipped)."""
     uris = []
     for model_name in model_names:
-        described = describe_model(sagemaker, model_name) or {}
-        source = described.get("PrimaryContainer", {}).get("ModelDataSource", {}).get("S3DataSource", {})
-        if source.get("S3Uri"):
-            uris.append(source["S3Uri"])
+        uris += model_data_uris(describe_model(sagemaker, model_name) or {})
     return uris
 
 

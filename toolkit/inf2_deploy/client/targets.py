@@ -221,6 +221,7 @@ class SageMakerTarget:
             EndpointNotFoundError: no endpoint by that name (exit code 2).
             AwsError: a describe call failed.
         """
+        from ..aws.artifact_store import model_data_uris
         from ..aws.scaling import describe_scaling
         from ..aws.session import aws_errors
 
@@ -232,9 +233,7 @@ class SageMakerTarget:
         model_name = variant.get("ModelName")
         with aws_errors(f"sagemaker:DescribeModel {model_name}"):
             model = sagemaker.describe_model(ModelName=model_name)
-        container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-        artifact = (container.get("ModelDataSource", {}).get("S3DataSource", {}).get("S3Uri")
-                    or container.get("ModelDataUrl"))
+        artifact = next(iter(model_data_uris(model)), None)
         scaling = describe_scaling(sagemaker, self.session.client("application-autoscaling"), self.name)
         return TargetDescription(
             name=self.name, kind=self.kind, region=self.session.region,
