@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .contract import DTYPES, HANDLER_PROPERTIES
+from .contract import DTYPES, HANDLER_PROPERTIES, rolling_batch_enabled
 
 __all__ = ["ConfigError", "ServingConfig"]
 
@@ -70,6 +70,13 @@ class ServingConfig:
     neuron_cc_flags: str | None = _DEFAULT["neuron_cc_flags"]
     correct_decode_mask: bool = _DEFAULT["correct_decode_mask"]
     startup_self_check: bool = _DEFAULT["startup_self_check"]
+    rolling_batch: str | None = _DEFAULT["rolling_batch"]
+    replay_interval_ms: int = _DEFAULT["replay_interval_ms"]
+
+    @property
+    def rolling(self) -> bool:
+        """Whether requests go through the slot scheduler (DJL's rolling-batch loop is on)."""
+        return rolling_batch_enabled(self.rolling_batch)
 
     @property
     def amp(self) -> str:

@@ -29,7 +29,8 @@ __all__ = [
     "BACKENDS", "DTYPES", "DTYPE_NAMES", "Dtype",
     # serving.properties
     "DEFAULT_MAX_BATCH_DELAY_MS", "ENGINE", "ENTRY_POINT", "HANDLER_PROPERTIES", "OPTION_PREFIX", "PROPERTIES",
-    "PROPERTY_BY_FIELD", "ROLLING_BATCH_OFF", "Property", "format_value",
+    "PROPERTY_BY_FIELD", "ROLLING_BATCH_OFF", "ROLLING_BATCH_ON", "DEFAULT_REPLAY_INTERVAL_MS", "Property",
+    "format_value", "rolling_batch_enabled",
     # request parameters
     "DEFAULT_MAX_NEW_TOKENS", "InvalidParameters", "MAX_STOP_SEQUENCES", "PARAMETERS", "PARAMETER_BY_NAME",
     "PARAMETER_NAMES", "Parameter", "ParameterProblem", "REPETITION_PENALTY_RANGE", "lone_surrogate_at",
@@ -83,6 +84,19 @@ ENGINE = "Python"
 ENTRY_POINT = "model.py"
 """The handler file at the artifact root."""
 ROLLING_BATCH_OFF = "disable"
+"""``option.rolling_batch`` value for static batches. DJL's Java front end runs its
+rolling-batch loop for any other value (``PyPredictor``: set and not ``disable``)."""
+ROLLING_BATCH_ON = "auto"
+"""What the packager writes to turn the rolling batch on. LMI's config recommender
+may show it as ``tnx`` on the neuronx image; our handler reads any value but
+``disable`` as on, as DJL's Java side does."""
+DEFAULT_REPLAY_INTERVAL_MS = 1000
+"""Neuron rolling batch: decoding time between two admissions that replay running rows."""
+
+
+def rolling_batch_enabled(value: str | None) -> bool:
+    """Whether DJL runs its rolling-batch loop for this ``option.rolling_batch`` value."""
+    return value is not None and value != "" and value != ROLLING_BATCH_OFF
 DEFAULT_MAX_BATCH_DELAY_MS = 100
 """How long DJL waits to fill a dynamic batch (DJL's default, and that of its examples)."""
 
@@ -156,8 +170,16 @@ PROPERTIES: tuple[Property, ...] = (
     Property("option.entryPoint", "entry_point", "text", None, "The handler file at the artifact root.",
              shown_default="DJL's", packaged=ENTRY_POINT),
     Property("option.rolling_batch", "rolling_batch", "text", None,
-             "LMI's rolling batcher stays off; DJL's dynamic batching feeds our handler.",
-             shown_default="LMI's", packaged=ROLLING_BATCH_OFF),
+             "Any value but disable: DJL's rolling-batch loop calls the handler once per generation step and "
+             "our slot scheduler admits requests at every step. disable: DJL's dynamic batching (batch_size, "
+             "max_batch_delay) and static batches.", handler=True,
+             shown_default="unset: static batches", packaged=f"the spec's ({ROLLING_BATCH_ON} unless set)"),
+    Property("option.max_rolling_batch_size", "max_rolling_batch_size", "int", None,
+             "Requests DJL's rolling-batch loop keeps in flight; more wait in DJL's queue.",
+             shown_default="DJL's (32)", packaged="batch_size, with the rolling batch"),
+    Property("option.replay_interval_ms", "replay_interval_ms", "int", DEFAULT_REPLAY_INTERVAL_MS,
+             "Neuron rolling batch: milliseconds of decoding between two admissions that replay the running "
+             "rows' contexts (at most 1000/this replays per second of decoding).", handler=True),
     Property("option.tensor_parallel_degree", "tensor_parallel_degree", "int", 1,
              "NeuronCores the model is sharded over (tp).", handler=True, packaged="the plan's"),
     Property("option.n_positions", "n_positions", "int", None, "Longest sequence the compiled graphs accept.",

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from .schema import Completion, GenerationParams, InvalidRequest
 
-__all__ = ["CANCELLED", "Backend", "Engine", "IncrementalDecoder", "PreparedPrompt", "StepObserver",
+__all__ = ["CANCELLED", "Backend", "Engine", "IncrementalDecoder", "PreparedPrompt", "RowState", "StepObserver",
            "TokenCallback"]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ class Backend(Protocol):
 
     def next_token_logits(self, input_ids: Any) -> Any:
         """Float32 ``[rows, vocab]`` logits for the token after each unpadded row of ``input_ids``."""
+
+    def decode_batch(self) -> Any:
+        """A :class:`inf2_serving.scheduler.DecodeBatch` of ``batch_size`` slots, for the rolling batch."""
 
 
 class IncrementalDecoder:
@@ -119,13 +122,47 @@ class PreparedPrompt:
 
 
 @dataclass
-class _Row:
+class RowState:
+    """One prompt's generation so far, and the rules that end it.
+
+    Both engines use it, so a row stops for the same reasons (EOS, a stop
+    sequence, ``max_new_tokens``) and reports the same completion either way.
+    """
+
     prepared: PreparedPrompt
     index: int
     decoder: IncrementalDecoder
     seed: int | None
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+
+    def accept(self, token: int, eos_token_id: int) -> str:
+        """Record a new token and return its text delta; sets :attr:`finish_reason` when it ends the row."""
+        self.tokens.append(token)
+        params = self.prepared.params
+        if token == eos_token_id:
+            text = ""
+            self.finish_reason = "eos_token"
+        else:
+            text = self.decoder.push(token)
+            if any(stop in self.decoder.text for stop in params.stop):
+                self.finish_reason = "stop_sequence"
+            elif len(self.tokens) >= params.max_new_tokens:
+                self.finish_reason = "length"
+        if self.finish_reason is not None:
+            text += self.decoder.flush()
+        return text
+
+    def completion(self) -> Completion:
+        """The row's result (finish reason ``length`` when none was set)."""
+        return Completion(
+            prompt=self.prepared.prompt,
+            text=self.decoder.text,
+            token_ids=tuple(self.tokens),
+            finish_reason=self.finish_reason or "length",
+            prompt_tokens=len(self.prepared.input_ids),
+            seed=self.seed,
+        )
 
 
 class StepObserver:
@@ -136,7 +173,7 @@ class StepObserver:
     :data:`CANCELLED`; setting :attr:`cancelled` ends all rows at the next step.
     """
 
-    def __init__(self, rows: Sequence[_Row | None], eos_token_id: int, on_token: TokenCallback | None):
+    def __init__(self, rows: Sequence[RowState | None], eos_token_id: int, on_token: TokenCallback | None):
         self._rows = list(rows)
         self._eos = eos_token_id
         self._on_token = on_token
@@ -152,21 +189,9 @@ class StepObserver:
         for row, token in _pairs(self._rows, tokens):
             if row is None or row.finish_reason is not None:
                 continue
-            row.tokens.append(int(token))
-            params = row.prepared.params
-            if token == self._eos:
-                text = ""
-                row.finish_reason = "eos_token"
-            else:
-                text = row.decoder.push(int(token))
-                if any(stop in row.decoder.text for stop in params.stop):
-                    row.finish_reason = "stop_sequence"
-                elif len(row.tokens) >= params.max_new_tokens:
-                    row.finish_reason = "length"
-            if row.finish_reason is not None:
-                text += row.decoder.flush()
+            text = row.accept(int(token), self._eos)
             if self._on_token is not None:
-                final = _completion(row) if row.finish_reason is not None else None
+                final = row.completion() if row.finish_reason is not None else None
                 wanted = self._on_token(row.index, int(token), text, final)
                 if wanted is False and row.finish_reason is None:
                     row.finish_reason = CANCELLED
@@ -180,21 +205,10 @@ class StepObserver:
                 row.decoder.flush()
 
 
-def _pairs(rows: Sequence[_Row | None], tokens: Sequence[int]) -> Iterable[tuple[_Row | None, int]]:
+def _pairs(rows: Sequence[RowState | None], tokens: Sequence[int]) -> Iterable[tuple[RowState | None, int]]:
     if len(rows) != len(tokens):
         raise ValueError(f"backend returned {len(tokens)} tokens for {len(rows)} rows")
     return ((rows[i], tokens[i]) for i in range(len(rows)))
-
-
-def _completion(row: _Row) -> Completion:
-    return Completion(
-        prompt=row.prepared.prompt,
-        text=row.decoder.text,
-        token_ids=tuple(row.tokens),
-        finish_reason=row.finish_reason or "length",
-        prompt_tokens=len(row.prepared.input_ids),
-        seed=row.seed,
-    )
 
 
 def _group_key(params: GenerationParams) -> tuple[Any, ...]:
@@ -280,8 +294,8 @@ class Engine:
         seed = None
         if params.sampling:
             seed = params.seed if params.seed is not None else random.randrange(2**31)
-        rows: list[_Row | None] = [
-            _Row(prepared, index, IncrementalDecoder(self.tokenizer), seed) for index, prepared in chunk
+        rows: list[RowState | None] = [
+            RowState(prepared, index, IncrementalDecoder(self.tokenizer), seed) for index, prepared in chunk
         ]
         if self.backend.fixed_batch:
             rows += [None] * (self.backend.batch_size - len(rows))
@@ -302,4 +316,4 @@ class Engine:
             logger.debug("generate: %d rows (%d real), width %d", len(rows), len(chunk), width)
             self.backend.generate(ids, mask, params, max_new, observer)
         observer.finish()
-        return [(row.index, _completion(row)) for row in rows if row is not None]
+        return [(row.index, row.completion()) for row in rows if row is not None]

@@ -92,6 +92,10 @@ def load_engine(config: ServingConfig) -> Engine:
         from .cpu_backend import CpuBackend
 
         backend = CpuBackend(config, model_config, eos)
+    if config.rolling:
+        from .scheduler import RollingEngine
+
+        return RollingEngine(backend, tokenizer, eos)
     return Engine(backend, tokenizer, eos)
 
 
