@@ -77,6 +77,8 @@ class ScheduledRow:
     on_token: RowCallback
     slot: int | None = None
     cancelled: bool = False
+    error: BaseException | None = None
+    """Why the row failed: the exception a step raised while it was waiting or active."""
     finished: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -151,16 +153,34 @@ class SlotScheduler:
                 row.cancelled = True
 
     def step(self) -> bool:
-        """Run one iteration; returns whether rows remain (waiting or active)."""
-        self._drop_cancelled()
-        self._admit()
-        if self._active:
-            logits = self.batch.step(self._appended)
-            self.stats.steps += 1
-            self._appended = {}
-            for slot, row_logits in logits.items():
-                self._advance(self._active[slot], row_logits)
+        """Run one iteration; returns whether rows remain (waiting or active).
+
+        Raises:
+            Exception: whatever the backend raised. Every row, waiting or active, then
+                ends with it as its :attr:`ScheduledRow.error`, and every slot is free.
+        """
+        try:
+            self._drop_cancelled()
+            self._admit()
+            if self._active:
+                logits = self.batch.step(self._appended)
+                self.stats.steps += 1
+                self._appended = {}
+                for slot, row_logits in logits.items():
+                    self._advance(self._active[slot], row_logits)
+        except Exception as exc:
+            self._fail_all(exc)
+            raise
         return bool(self._active or self._waiting)
+
+    def _fail_all(self, exc: Exception) -> None:
+        # A failed step leaves the backend's batch in an unknown state: no row can go on.
+        with self._lock:
+            rows = list(self._waiting) + list(self._active.values())
+            self._waiting.clear()
+        for row in rows:
+            row.error = exc
+            self._finish(row)
 
     def _drop_cancelled(self) -> None:
         with self._lock:
@@ -249,7 +269,11 @@ class RollingEngine(Engine):
         self, prompts: Sequence[PreparedPrompt], on_token: TokenCallback | None = None,
         observer_ready: Callable[[Any], None] | None = None,
     ) -> list[Completion]:
-        """Generate for every prompt, stepping the shared scheduler until they are done."""
+        """Generate for every prompt, stepping the shared scheduler until they are done.
+
+        Raises:
+            Exception: what the backend raised during a step that involved these rows.
+        """
         rows = [self.scheduler.submit(prepared, _row_callback(on_token, index), index)
                 for index, prepared in enumerate(prompts)]
         if observer_ready is not None:
@@ -260,6 +284,8 @@ class RollingEngine(Engine):
                 with self._lock:
                     if not row.finished.is_set():
                         self.scheduler.step()
+            if row.error is not None:
+                raise row.error
         return [row.state.completion() for row in rows]
 
 
