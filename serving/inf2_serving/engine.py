@@ -1,4 +1,9 @@
-"""Backend-independent generation: tokenization, batching, stop rules and decoding.
+"""Backend-independent generation: tokenization, static batching, stop rules and decoding.
+
+This is the engine for ``rolling_batch=disable``: whole batches, each run to its
+longest member. With the rolling batch on, :class:`inf2_serving.scheduler.RollingEngine`
+(a subclass) admits rows at every step instead; both share :meth:`Engine.prepare`
+and :class:`RowState`'s stop rules.
 
 A backend (:mod:`cpu_backend`, :mod:`neuron_backend`) only turns a left-padded batch
 of token ids into new tokens, reporting each step to a :class:`StepObserver`. All

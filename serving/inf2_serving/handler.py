@@ -102,7 +102,9 @@ def load_engine(config: ServingConfig) -> Engine:
 class ModelHandler:
     """Loads the model once and serves generation requests.
 
-    Thread-safe: concurrent callers share one engine, which runs one batch at a time.
+    Thread-safe: concurrent callers share one engine. The static engine runs one batch
+    at a time; the rolling engine (``rolling_batch`` on) admits each caller's rows into
+    its running batch at the next step.
     """
 
     def __init__(self) -> None:
