@@ -28,6 +28,11 @@ is done.
 
 GPT-J's Neuron ``forward`` ignores ``start_ids``, so left-padded rows of unequal
 length can differ from their unbatched result (see :mod:`inf2_serving.engine`).
+
+With the rolling batch (``option.rolling_batch`` not ``disable``), :meth:`NeuronBackend.decode_batch`
+drives ``forward`` itself, one token per step with rows left-aligned, so every row is
+exact whatever its batch mates' lengths; admitting a row while others run replays
+their contexts (:mod:`inf2_serving.neuron_rolling`).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from .config import ServingConfig
@@ -45,6 +50,7 @@ from .contract import MODEL_DIR
 from .engine import StepObserver
 from .hf_generation import run_generate
 from .neuron_mask import decode_mask_installed
+from .neuron_rolling import NeuronDecodeBatch
 from .schema import GenerationParams
 
 __all__ = ["DEFAULT_COMPILE_CACHE", "NeuronBackend", "configure_compiler_env", "merge_cc_flags", "neuron_available"]
@@ -158,6 +164,7 @@ class NeuronBackend:
         self.batch_size = config.batch_size
         self.n_positions = config.n_positions or model_config.n_positions
         self._eos = eos_token_id
+        self.replay_interval_ms = config.replay_interval_ms
         cache = configure_compiler_env(config)
         workdir = tempfile.gettempdir()
         os.chdir(workdir)
@@ -199,6 +206,14 @@ class NeuronBackend:
         with torch.no_grad():
             logits = self.model(padded, torch.arange(width, dtype=torch.int32))
         return logits[:rows].float()
+
+    def decode_batch(self, clock: Callable[[], float] = time.monotonic) -> NeuronDecodeBatch:
+        """A rolling decode batch over the compiled batch's ``batch_size`` slots.
+
+        Args:
+            clock: seconds, monotonic; times the decoding between two replays (``replay_interval_ms``).
+        """
+        return NeuronDecodeBatch(self.model, self.batch_size, self._eos, self.replay_interval_ms / 1000, clock)
 
     def generate(
         self, input_ids: Any, attention_mask: Any, params: GenerationParams, max_new_tokens: int,
