@@ -3,44 +3,46 @@
 DJL calls ``handle`` once with an empty input at start-up; the model is loaded and
 compiled then, so ``/ping`` turns healthy only when it is ready. Properties come
 from ``inputs.get_properties()`` of that first call (``option.`` already stripped,
-``model_dir`` added). With DJL dynamic batching (model-level ``batch_size``) a
+``model_dir`` added).
+
+Rolling batch (``option.rolling_batch`` set and not ``disable``, what the packager
+writes by default): DJL's Java loop calls ``handle`` once per generation step with
+every request in flight as one batch, and :mod:`inf2_serving.djl_rolling` answers it
+(:data:`rolling`): new requests join the slot scheduler at the next step, each request
+gets one output per call, streams get their new token lines at every step. An input
+that is not a batch (DJL's direct ``handler`` calls) is answered as a single request.
+
+``rolling_batch=disable``: with DJL dynamic batching (model-level ``batch_size``) a
 request batch arrives as one input split by ``get_batches()``; each answer goes back
 with ``batch_index``. In a batch, a client error is that item's JSON body
 ``{"error", "code": 400}`` since DJL gives the whole batch one status; single
-requests get ``Output.error(..., code=400)``.
-
-Streaming: DJL streams one ``Output`` per ``handle()`` call, so only a request that
-arrives alone (a batch of one, or no batching) streams its token lines live through
-``add_stream_content``. A streaming request batched with others runs in the shared
-batch and gets its complete ``application/jsonlines`` body (every token line and the
-final line) when the batch ends. With DJL dynamic batching, streams thus deliver
-their lines at the end of their batch; set ``batch_size`` 1 on SageMaker for live
-token streaming.
+requests get ``Output.error(..., code=400)``. DJL streams one ``Output`` per
+``handle()`` call, so only a request that arrives alone (a batch of one, or no
+batching) streams its token lines live through ``add_stream_content``. A streaming
+request batched with others runs in the shared batch and gets its complete
+``application/jsonlines`` body (every token line and the final line) when the batch
+ends.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from .djl_rolling import DjlRollingBatch, read_request
 from .handler import HandlerNotReady, ModelHandler, ReadinessState
 from .jsonline import JSONLINES, encode_line
-from .schema import GenerationRequest, InvalidRequest, error_body, parse_body
+from .schema import GenerationRequest, InvalidRequest, error_body
 
-__all__ = ["handle", "handler"]
+__all__ = ["handle", "handler", "rolling"]
 
 handler = ModelHandler()
 """The process-wide handler; DJL runs one worker process per model."""
-
-
-def _parse(item: Any) -> GenerationRequest:
-    data = item.get_as_bytes()
-    if data is None:
-        raise InvalidRequest('the request body is empty; send {"inputs": "your prompt"}')
-    return parse_body(bytes(data))
+rolling = DjlRollingBatch()
+"""The requests of DJL's rolling-batch loop in flight, with the rolling batch on."""
 
 
 def _single(inputs: Any, output: Any) -> Any:
     try:
-        request = _parse(inputs)
+        request = read_request(inputs)
         if request.stream:
             lines = handler.stream(request)
             output.add_property("content-type", JSONLINES)
@@ -60,7 +62,7 @@ def _batch(items: list[Any], output: Any) -> Any:
     answers: dict[int, Any] = {}
     for index, item in enumerate(items):
         try:
-            requests.append(_parse(item))
+            requests.append(read_request(item))
         except InvalidRequest as exc:
             answers[index] = error_body(str(exc), exc.code)
             requests.append(None)
@@ -98,5 +100,8 @@ def handle(inputs: Any) -> Any:
     if inputs.is_empty():
         return None
     if inputs.is_batch():
+        config = handler.config
+        if config is not None and config.rolling:
+            return rolling.handle(handler, inputs, Output())
         return _batch(inputs.get_batches(), Output())
     return _single(inputs, Output())

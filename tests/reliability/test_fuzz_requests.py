@@ -190,10 +190,10 @@ def test_djl_handle_answers_every_input(djl_handle, batch: list[bytes]) -> None:
         assert "generated_text" in json.loads(lines[-1])
         return
     if len(batch) == 1:
-        _check_json_answer(bytes(output.content[0][1]))
+        _check_json_answer(bytes(output.content.value_at(0)))
     else:
-        assert [key for key, _ in output.content] == [f"batch_{i}." for i in range(len(batch))]
-        for index, (_, data) in enumerate(output.content):
+        assert output.content.get_keys() == [f"batch_{i}." for i in range(len(batch))]
+        for index, data in enumerate(output.content.get_values()):
             if output.properties.get(f"batch_{index}_Content-Type") == "application/jsonlines":
                 lines = [json.loads(line) for line in bytes(data).decode("utf-8").splitlines()]
                 assert lines and all("token" in line for line in lines) and "generated_text" in lines[-1]
@@ -204,7 +204,7 @@ def test_djl_handle_answers_every_input(djl_handle, batch: list[bytes]) -> None:
 def test_djl_handle_still_serves_after_fuzz(djl_handle) -> None:  # noqa: ANN001
     output = djl_handle([b'{"inputs": "Hello", "parameters": {"max_new_tokens": 3}}'])
     assert output.code == 200
-    assert isinstance(json.loads(bytes(output.content[0][1]))["generated_text"], str)
+    assert isinstance(json.loads(bytes(output.content.value_at(0)))["generated_text"], str)
 
 
 # ---------------------------------------------------------------- local server over HTTP

@@ -52,13 +52,18 @@ def _batch_request(payloads):
 def _jsonlines(output, index):
     """A batch item's body as jsonlines, checking it is typed so, the way DJL's handlers type items."""
     assert output.properties[f"batch_{index}_Content-Type"] == "application/jsonlines"
-    (body,) = [value for key, value in output.content if key == f"batch_{index}."]
+    (body,) = _values(output, f"batch_{index}.")
     return [json.loads(line) for line in bytes(body).decode("utf-8").splitlines()]
 
 
+def _values(output, key):
+    """The contents added under ``key`` (``Output.content`` is DJL's PairList: parallel keys and values)."""
+    return [output.content.value_at(i) for i in range(output.content.size()) if output.content.key_at(i) == key]
+
+
 def _json(output, key=None):
-    values = [value for k, value in output.content if k == key]
-    assert len(values) == 1, output.content
+    values = _values(output, key)
+    assert len(values) == 1, output.content.get_keys()
     return json.loads(bytes(values[0]))
 
 
@@ -138,7 +143,7 @@ def test_streams_in_a_batch_get_whole_jsonlines_bodies(ready_djl, reference) -> 
 def test_a_stream_alone_in_a_batch_streams_live(ready_djl, reference) -> None:
     output = ready_djl.handle(_batch_request([{"inputs": "Once upon a time", "stream": True,
                                                "parameters": {"max_new_tokens": 5}}]))
-    assert output.properties["content-type"] == "application/jsonlines" and not output.content
+    assert output.properties["content-type"] == "application/jsonlines" and output.content.is_empty()
     lines = [json.loads(line) for line in output.stream_bytes().decode("utf-8").splitlines()]
     assert lines[-1]["generated_text"] == reference("Once upon a time", 5)
 
@@ -177,7 +182,7 @@ def test_shipped_model_py_runs_from_an_artifact_root(tmp_path, artifact, referen
         request.properties["content-type"] = "application/json"
         request.content.add("data", b'{{"inputs": "Hello world", "parameters": {{"max_new_tokens": 4}}}}')
         output = model.handle(request)
-        print(json.dumps({{"package": inf2_serving.__file__, "body": json.loads(bytes(output.content[0][1]))}}))
+        print(json.dumps({{"package": inf2_serving.__file__, "body": json.loads(bytes(output.content.value_at(0)))}}))
     """)
     env_path = str(standin_packages.ROOT)
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,

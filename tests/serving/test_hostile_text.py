@@ -80,5 +80,5 @@ def test_djl_handle_answers_400(standins, cpu_handler, monkeypatch: pytest.Monke
     item.properties = {"content-type": "application/json"}
     item.content.add("data", body)
     output = djl.handle(item)
-    answer = json.loads(bytes(output.content[0][1]))
+    answer = json.loads(bytes(output.content.value_at(0)))
     assert answer["code"] == 400 and field in answer["error"]

@@ -1,7 +1,35 @@
-"""Stand-in for ``djl_python.inputs.Input`` with the real method names and behaviour."""
+"""Stand-in for ``djl_python.inputs.Input`` with the real method names and behaviour, and
+``read(conn)``, which decodes an input in the real wire format from anything with ``recv``."""
 import json
+import struct
 
 from .pair_list import PairList
+
+
+def retrieve_buffer(conn, length):
+    data = bytearray()
+    while length > 0:
+        pkt = conn.recv(length)
+        if len(pkt) == 0:
+            raise ValueError("Connection disconnected")
+        data += pkt
+        length -= len(pkt)
+    return data
+
+
+def retrieve_int(conn):
+    return struct.unpack(">i", retrieve_buffer(conn, 4))[0]
+
+
+def retrieve_short(conn):
+    return struct.unpack(">h", retrieve_buffer(conn, 2))[0]
+
+
+def retrieve_utf8(conn):
+    length = retrieve_int(conn)
+    if length < 0:
+        return None
+    return retrieve_buffer(conn, length).decode("utf8")
 
 
 class Input:
@@ -17,7 +45,8 @@ class Input:
         return int(self.properties.get("batch_size", "1"))
 
     def get_batches(self):
-        # Keys look like batch_001_data; properties like batch_001_content-type.
+        # Keys look like batch_001.data (DJL's Java front end) or batch_001_data (test_model.py):
+        # three digits of index, one separator, then the item's own key.
         if not self.is_batch():
             return [self]
         batch = [Input() for _ in range(self.get_batch_size())]
@@ -73,3 +102,17 @@ class Input:
 
     def is_empty(self):
         return self.content.is_empty()
+
+    def read(self, conn):
+        prop_size = retrieve_short(conn)
+        for _ in range(prop_size):
+            key = retrieve_utf8(conn)
+            val = retrieve_utf8(conn)
+            self.properties[key] = val
+        content_size = retrieve_short(conn)
+        for _ in range(content_size):
+            key = retrieve_utf8(conn)
+            length = retrieve_int(conn)
+            val = retrieve_buffer(conn, length)
+            self.content.add(key=key, value=val)
+        self.function_name = self.properties.get("handler")
