@@ -213,9 +213,11 @@ PROPERTIES: tuple[Property, ...] = (
              "neuron, cpu or auto (neuron when /dev/neuron0 exists and transformers-neuronx imports).",
              choices=BACKENDS, handler=True),
     Property("batch_size", "dynamic_batch_size", "int", 1,
-             "DJL dynamic batching: requests gathered into one handler call.", packaged="the spec's, when > 1"),
+             "DJL dynamic batching: requests gathered into one handler call.",
+             packaged="the spec's, when > 1 with rolling_batch disable"),
     Property("max_batch_delay", "max_batch_delay_ms", "int", DEFAULT_MAX_BATCH_DELAY_MS,
-             "Milliseconds DJL waits to fill a dynamic batch.", packaged="when batch_size > 1"),
+             "Milliseconds DJL waits to fill a dynamic batch.",
+             packaged="when batch_size > 1 with rolling_batch disable"),
 )
 PROPERTY_BY_FIELD: dict[str, Property] = {prop.field: prop for prop in PROPERTIES}
 HANDLER_PROPERTIES: tuple[Property, ...] = tuple(prop for prop in PROPERTIES if prop.handler)

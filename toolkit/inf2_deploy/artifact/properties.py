@@ -19,9 +19,9 @@ from inf2_serving.contract import (
     ENTRY_POINT,
     PROPERTIES,
     PROPERTY_BY_FIELD,
-    ROLLING_BATCH_OFF,
     Property,
     format_value,
+    rolling_batch_enabled,
 )
 
 from ..errors import ConfigError
@@ -70,6 +70,11 @@ def render_properties(properties: Mapping[str, object]) -> str:
 def serving_properties(plan: Plan, *, model_id: str | None = None) -> dict[str, str]:
     """The serving.properties entries for ``plan``.
 
+    With the rolling batch (the spec's ``rolling_batch`` not ``disable``), DJL's loop keeps
+    up to ``batch_size`` requests in flight (``option.max_rolling_batch_size``) and no
+    dynamic-batching keys are written: DJL's LMI configuration turns the rolling batch
+    off when the model-level ``batch_size`` is above 1 (``LmiConfigRecommender``).
+
     Args:
         model_id: where the container fetches weights from, when they are not
             in the artifact folder itself (e.g. an s3:// prefix).
@@ -78,8 +83,7 @@ def serving_properties(plan: Plan, *, model_id: str | None = None) -> dict[str, 
     values: dict[str, Any] = {
         "engine": ENGINE,
         "entry_point": ENTRY_POINT,
-        # Our handler batches through DJL's dynamic batcher, not LMI's rolling batch.
-        "rolling_batch": ROLLING_BATCH_OFF,
+        "rolling_batch": spec.rolling_batch,
         "tensor_parallel_degree": plan.tensor_parallel_degree,
         "n_positions": plan.n_positions,
         "batch_size": spec.batch_size,
@@ -90,7 +94,9 @@ def serving_properties(plan: Plan, *, model_id: str | None = None) -> dict[str, 
         values["model_id"] = model_id
     if spec.neuron_cc_flags:
         values["neuron_cc_flags"] = spec.neuron_cc_flags
-    if spec.batch_size > 1:
+    if rolling_batch_enabled(spec.rolling_batch):
+        values["max_rolling_batch_size"] = spec.batch_size
+    elif spec.batch_size > 1:
         values["dynamic_batch_size"] = spec.batch_size
         values["max_batch_delay_ms"] = DEFAULT_MAX_BATCH_DELAY_MS
     return {PROPERTY_BY_FIELD[field].key: format_value(value) for field, value in values.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ..spec.fields import DTYPES, FIELD_DESCRIPTIONS, INSTANCE_TYPES
+from ..spec.fields import DTYPES, FIELD_DESCRIPTIONS, INSTANCE_TYPES, ROLLING_BATCH_CHOICES
 
 if TYPE_CHECKING:
     from ..spec.deployment_spec import DeploymentSpec
@@ -24,6 +24,7 @@ PLAN_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--tp-degree", "tensor_parallel_degree", {"metavar": "N", "type": int}),
     ("--n-positions", "n_positions", {"metavar": "N", "type": int}),
     ("--batch-size", "batch_size", {"metavar": "N", "type": int}),
+    ("--rolling-batch", "rolling_batch", {"choices": ROLLING_BATCH_CHOICES}),
     ("--dtype", "dtype", {"choices": DTYPES}),
     ("--region", "region", {"metavar": "R"}),
     ("--lmi-version", "lmi_version", {"metavar": "V"}),

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from inf2_serving.contract import DTYPE_NAMES, ENDPOINT_NAME, ENDPOINT_NAME_RULE, MODEL_DIR
+from inf2_serving.contract import DTYPE_NAMES, ENDPOINT_NAME, ENDPOINT_NAME_RULE, MODEL_DIR, ROLLING_BATCH_ON
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..cli.spec_flags import config_aliases
 from ..errors import ConfigError
-from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES
+from .fields import DEFAULT_LMI_VERSION, FIELD_DESCRIPTIONS, INSTANCE_TYPES, ROLLING_BATCH_CHOICES
 from .scaling import ScalingSpec
 from .validators import BUCKET_NAME, REGION_NAME, check_path, path_problem
 
@@ -68,6 +68,9 @@ class DeploymentSpec(BaseModel):
         description=FIELD_DESCRIPTIONS["n_positions"],
     )
     batch_size: int = Field(1, ge=1, le=256, description=FIELD_DESCRIPTIONS["batch_size"])
+    rolling_batch: Literal[ROLLING_BATCH_CHOICES] = Field(
+        ROLLING_BATCH_ON, description=FIELD_DESCRIPTIONS["rolling_batch"]
+    )
     dtype: Literal[DTYPE_NAMES] = Field(
         "fp16", description=FIELD_DESCRIPTIONS["dtype"]
     )

@@ -5,14 +5,15 @@ here, so ``inf2-deploy --help`` needs no pydantic and the two cannot drift.
 """
 from __future__ import annotations
 
-from inf2_serving.contract import DTYPE_NAMES
+from inf2_serving.contract import DTYPE_NAMES, ROLLING_BATCH_OFF, ROLLING_BATCH_ON
 
-__all__ = ["FIELD_DESCRIPTIONS", "INSTANCE_TYPES", "DTYPES", "DEFAULT_LMI_VERSION", "SCALING_DESCRIPTIONS",
-           "SCALING_METRICS"]
+__all__ = ["FIELD_DESCRIPTIONS", "INSTANCE_TYPES", "DTYPES", "DEFAULT_LMI_VERSION", "ROLLING_BATCH_CHOICES",
+           "SCALING_DESCRIPTIONS", "SCALING_METRICS"]
 
 DEFAULT_LMI_VERSION = "0.29.0"
 INSTANCE_TYPES = ("ml.inf2.xlarge", "ml.inf2.8xlarge", "ml.inf2.24xlarge", "ml.inf2.48xlarge")
 DTYPES = DTYPE_NAMES
+ROLLING_BATCH_CHOICES = (ROLLING_BATCH_ON, ROLLING_BATCH_OFF)
 #: scaling.metric -> Application Auto Scaling's PredefinedMetricType
 SCALING_METRICS = {
     "concurrency": "SageMakerVariantConcurrentRequestsPerModelHighResolution",
@@ -67,7 +68,14 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
         "model's maximum, capped at 1024."
     ),
     "batch_size": (
-        'Compiled batch size; requests are batched up to it.'
+        "Compiled batch size: the requests generated together. With the rolling batch, the slots a request "
+        "joins at the next generation step (also DJL's max_rolling_batch_size); with rolling_batch disable, "
+        "DJL's dynamic batch, which waits up to 100 ms to fill and runs to its longest request."
+    ),
+    "rolling_batch": (
+        f"{ROLLING_BATCH_ON}: DJL's rolling batch, so a request starts at the next generation step while "
+        f"others run (option.rolling_batch={ROLLING_BATCH_ON}, option.max_rolling_batch_size=batch_size). "
+        f"{ROLLING_BATCH_OFF}: DJL's dynamic batching (batch_size, max_batch_delay) and static batches."
     ),
     "dtype": (
         "Weight and compute type on the NeuronCores (LMI's option.dtype)."
