@@ -19,7 +19,7 @@ __all__ = ["main", "demo_steps"]
 
 ENDPOINT = "tiny-gptj-demo"
 # Settings of the tiny model's local endpoint: tp 2 and batch 4 exercise sharding
-# in the plan and DJL-style dynamic batching in the server.
+# in the plan and the rolling batch's four slots in the server.
 TINY_SETTINGS = ["--model", "tiny-gptj", "--tp-degree", "2", "--batch-size", "4", "--n-positions", "512",
                  "--region", "us-east-1"]
 AWS_COMMAND = (
