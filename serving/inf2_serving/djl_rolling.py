@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 BACKEND_ERROR_CODE = 424
 """The code of a request whose step the backend failed (LMI's, in ``stop_on_any_exception``)."""
-JSON = "application/json"
+_JSON = "application/json"
 # DJL's seed is a Java int, negative half the time; a request's own seed is at least 0.
 _SEED_SPACE = 2**32
 
@@ -81,7 +81,7 @@ class _Flight:
 
     @property
     def content_type(self) -> str:
-        return JSONLINES if self.request.stream else JSON
+        return JSONLINES if self.request.stream else _JSON
 
     def on_token(self, token_id: int, text: str, final: Completion | None) -> None:
         if self.request.stream:
@@ -135,7 +135,7 @@ class DjlRollingBatch:
             self.reset(handler)
         for index, answer in enumerate(answers):
             result = answer.result() if isinstance(answer, _Flight) else answer
-            content_type = answer.content_type if isinstance(answer, _Flight) else JSON
+            content_type = answer.content_type if isinstance(answer, _Flight) else _JSON
             output.add(output.binary_encode(result), key="data", batch_index=index)
             output.add_property(f"batch_{index}_Content-Type", content_type)
         self.requests = [flight for flight in self.requests if not flight.done]
