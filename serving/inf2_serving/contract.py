@@ -29,7 +29,8 @@ __all__ = [
     "BACKENDS", "DTYPES", "DTYPE_NAMES", "Dtype",
     # serving.properties
     "DEFAULT_MAX_BATCH_DELAY_MS", "ENGINE", "ENTRY_POINT", "HANDLER_PROPERTIES", "OPTION_PREFIX", "PROPERTIES",
-    "PROPERTY_BY_FIELD", "ROLLING_BATCH_OFF", "ROLLING_BATCH_ON", "DEFAULT_REPLAY_INTERVAL_MS", "Property",
+    "PROPERTY_BY_FIELD", "ROLLING_BATCH_OFF", "ROLLING_BATCH_ON", "DEFAULT_REPLAY_INTERVAL_MS",
+    "DJL_MAX_ROLLING_BATCH_SIZE", "Property",
     "format_value", "rolling_batch_enabled",
     # request parameters
     "DEFAULT_MAX_NEW_TOKENS", "InvalidParameters", "MAX_STOP_SEQUENCES", "PARAMETERS", "PARAMETER_BY_NAME",
@@ -90,6 +91,8 @@ ROLLING_BATCH_ON = "auto"
 """What the packager writes to turn the rolling batch on. LMI's config recommender
 may show it as ``tnx`` on the neuronx image; our handler reads any value but
 ``disable`` as on, as DJL's Java side does."""
+DJL_MAX_ROLLING_BATCH_SIZE = 32
+"""DJL's default ``max_rolling_batch_size``: requests its rolling-batch loop keeps in flight."""
 DEFAULT_REPLAY_INTERVAL_MS = 1000
 """Neuron rolling batch: decoding time between two admissions that replay running rows."""
 
@@ -175,8 +178,10 @@ PROPERTIES: tuple[Property, ...] = (
              "max_batch_delay) and static batches.", handler=True,
              shown_default="unset: static batches", packaged=f"the spec's ({ROLLING_BATCH_ON} unless set)"),
     Property("option.max_rolling_batch_size", "max_rolling_batch_size", "int", None,
-             "Requests DJL's rolling-batch loop keeps in flight; more wait in DJL's queue.",
-             shown_default="DJL's (32)", packaged="batch_size, with the rolling batch"),
+             "Requests DJL's rolling-batch loop keeps in flight: those beyond batch_size wait for a slot in "
+             "our scheduler's queue; more wait in DJL's, which fails them after the predict timeout.",
+             shown_default=f"DJL's ({DJL_MAX_ROLLING_BATCH_SIZE})",
+             packaged=f"max(batch_size, {DJL_MAX_ROLLING_BATCH_SIZE}), with the rolling batch"),
     Property("option.replay_interval_ms", "replay_interval_ms", "int", DEFAULT_REPLAY_INTERVAL_MS,
              "Neuron rolling batch: milliseconds of decoding between two admissions that replay the running "
              "rows' contexts (at most 1000/this replays per second of decoding).", handler=True),

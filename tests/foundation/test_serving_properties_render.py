@@ -31,7 +31,7 @@ def test_render_for_plan_round_trips():
     assert parsed["option.dtype"] == "fp16"
     assert parsed["option.model_loading_timeout"] == "3600"
     assert parsed["option.neuron_cc_flags"] == "--model-type=transformer -O1"
-    assert parsed["option.rolling_batch"] == "auto" and parsed["option.max_rolling_batch_size"] == "4"
+    assert parsed["option.rolling_batch"] == "auto" and parsed["option.max_rolling_batch_size"] == "32"
     assert "batch_size" not in parsed and "max_batch_delay" not in parsed  # DJL's dynamic batching is off
 
 

@@ -31,7 +31,7 @@ def _handler_config(properties: dict[str, str]) -> ServingConfig:
 def test_the_rolling_batch_is_the_default_and_writes_no_dynamic_batching(batch_size: int) -> None:
     properties = _properties(batch_size=batch_size)
     assert properties["option.rolling_batch"] == "auto"
-    assert properties["option.max_rolling_batch_size"] == str(batch_size)
+    assert properties["option.max_rolling_batch_size"] == "32"  # DJL's default; extra requests queue in ours
     assert properties["option.batch_size"] == str(batch_size)
     # DJL's LmiConfigRecommender turns the rolling batch off when the model-level batch_size is above 1.
     assert not DYNAMIC_KEYS & set(properties)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from inf2_serving.contract import (
     DEFAULT_MAX_BATCH_DELAY_MS,
+    DJL_MAX_ROLLING_BATCH_SIZE,
     ENGINE,
     ENTRY_POINT,
     PROPERTIES,
@@ -71,7 +72,7 @@ def serving_properties(plan: Plan, *, model_id: str | None = None) -> dict[str, 
     """The serving.properties entries for ``plan``.
 
     With the rolling batch (the spec's ``rolling_batch`` not ``disable``), DJL's loop keeps
-    up to ``batch_size`` requests in flight (``option.max_rolling_batch_size``) and no
+    up to ``max(batch_size, 32)`` requests in flight (``option.max_rolling_batch_size``) and no
     dynamic-batching keys are written: DJL's LMI configuration turns the rolling batch
     off when the model-level ``batch_size`` is above 1 (``LmiConfigRecommender``).
 
@@ -95,7 +96,9 @@ def serving_properties(plan: Plan, *, model_id: str | None = None) -> dict[str, 
     if spec.neuron_cc_flags:
         values["neuron_cc_flags"] = spec.neuron_cc_flags
     if rolling_batch_enabled(spec.rolling_batch):
-        values["max_rolling_batch_size"] = spec.batch_size
+        # Requests beyond the slots wait in our scheduler's queue, where the admission policy
+        # sees them; DJL's own queue fails a request that waits longer than the predict timeout.
+        values["max_rolling_batch_size"] = max(spec.batch_size, DJL_MAX_ROLLING_BATCH_SIZE)
     elif spec.batch_size > 1:
         values["dynamic_batch_size"] = spec.batch_size
         values["max_batch_delay_ms"] = DEFAULT_MAX_BATCH_DELAY_MS

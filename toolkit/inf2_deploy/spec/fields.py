@@ -69,12 +69,13 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     ),
     "batch_size": (
         "Compiled batch size: the requests generated together. With the rolling batch, the slots a request "
-        "joins at the next generation step (also DJL's max_rolling_batch_size); with rolling_batch disable, "
+        "joins at the next generation step; with rolling_batch disable, "
         "DJL's dynamic batch, which waits up to 100 ms to fill and runs to its longest request."
     ),
     "rolling_batch": (
         f"{ROLLING_BATCH_ON}: DJL's rolling batch, so a request starts at the next generation step while "
-        f"others run (option.rolling_batch={ROLLING_BATCH_ON}, option.max_rolling_batch_size=batch_size). "
+        f"others run (option.rolling_batch={ROLLING_BATCH_ON}, option.max_rolling_batch_size=max(batch_size, "
+        "32): requests beyond the slots queue for one). "
         f"{ROLLING_BATCH_OFF}: DJL's dynamic batching (batch_size, max_batch_delay) and static batches."
     ),
     "dtype": (
