@@ -59,6 +59,8 @@ class ReplayStats:
     """Single-token graph steps."""
     replay_steps: int = 0
     """Steps at offsets where a running row was still catching up after a replay."""
+    longest_replay: int = 0
+    """The most steps one replay took until its last running row was due again."""
 
     @property
     def replayed_per_admitted(self) -> float:
@@ -150,6 +152,7 @@ class NeuronDecodeBatch:
             self.stats.replays += 1
             self.stats.replayed_tokens += self._offset * len(running)
             self._replay_end = max(len(self._contexts[slot]) - 1 for slot in running)
+            self.stats.longest_replay = max(self.stats.longest_replay, self._replay_end)
         else:
             self._replay_end = 0
         logger.debug("restart from offset 0: %d new rows, %d running rows replayed from offset %d",

@@ -195,7 +195,8 @@ def test_an_admission_resets_and_replays_the_running_rows_from_offset_zero(
     assert driver.tokens[0] == unbatched(first, 9)
     stats = batch.stats
     assert (stats.replays, stats.replayed_tokens) == (1, len(first) + 3)  # the offset the row had reached
-    assert stats.replay_steps == len(running) - 1 and stats.replayed_per_admitted == (len(first) + 3) / 2
+    assert stats.replay_steps == stats.longest_replay == len(running) - 1
+    assert stats.replayed_per_admitted == (len(first) + 3) / 2
 
 
 def test_admission_waits_for_the_interval_of_decoding_and_replay_steps_do_not_count(
