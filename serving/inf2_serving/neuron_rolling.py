@@ -16,19 +16,26 @@ is still replaying and gets nothing this step; a new row with a short prompt sta
 generating while longer rows catch up.
 
 Admission: a new row's prompt starts at position 0, so admitting while rows are
-active means ``reset()`` and a replay from offset 0 of every active row's whole
+active means starting over from offset 0 and replaying every active row's whole
 context (prompt and generated tokens) together with the new prompts, LMI's "naive"
 rolling batch with correct positions. The running rows stall for about their
 context's length in single-token steps. With no row active an admission is a fresh
 start and replays nothing. A released row is forgotten: its slot feeds padding and
 the next replay leaves it out.
 
+No ``reset()`` before a restart: it writes zeros over the whole KV cache (3.76 GB at
+n_positions 2048, batch 4, fp16) and changes nothing. GPT-J's graph computes
+``score * mask + (1 - mask) * large_neg`` (``gptj/hlo.py:101-110``), so a cached key
+past the offset adds exactly the same masked score whatever it holds, and every
+position up to the offset is rewritten before it is read.
+
 Policy (:meth:`NeuronDecodeBatch.can_admit`): admit at once when no row is active;
-otherwise only after ``replay_interval`` seconds of decoding since the batch last
-restarted from offset 0. Decoding time is the time of steps that produced tokens
-outside a replay; replay steps do not count, so at most one replay runs per interval
-of decoding. The scheduler admits every waiting row that fits in the free slots at
-once, so one replay serves several arrivals.
+otherwise only after as much decoding since the batch last restarted from offset 0
+as ``replay_interval`` and as that restart's replay took. Decoding time is the time
+of steps that produced tokens outside a replay. The first bound caps replays per
+second of decoding; the second keeps replaying under half of the time whatever the
+contexts' length. The scheduler admits every waiting row that fits in the free slots
+at once, so one replay serves several arrivals.
 """
 from __future__ import annotations
 
@@ -77,7 +84,7 @@ class NeuronDecodeBatch:
     """A :class:`~inf2_serving.scheduler.DecodeBatch` over a ``GPTJForSampling`` (see the module doc).
 
     The batch owns the model's KV cache while rows are active: the backend's static
-    paths (``next_token_logits``, ``generate``) reset it and must not run in between.
+    paths (``next_token_logits``, ``generate``) write it and must not run in between.
 
     Args:
         model: the compiled ``GPTJForSampling``; its batch size is ``slots``.
@@ -100,11 +107,13 @@ class NeuronDecodeBatch:
         self._offset = 0  # the cache offset of the next step; every row has this many tokens cached
         self._replay_end = 0  # offsets below this re-feed a running row's tokens
         self._decoded = 0.0  # seconds of decoding since the last restart
+        self._replaying = 0.0  # seconds the last restart's replay has taken
 
     def can_admit(self) -> bool:
         """See :class:`~inf2_serving.scheduler.DecodeBatch`: when no row is active, or after
-        ``replay_interval`` seconds of decoding since the last restart."""
-        return not self._contexts or self._decoded >= self.replay_interval
+        ``replay_interval`` seconds of decoding since the last restart, and at least as long
+        as that restart's replay."""
+        return not self._contexts or self._decoded >= max(self.replay_interval, self._replaying)
 
     def admit(self, slot: int, context: Sequence[int]) -> None:
         """See :class:`~inf2_serving.scheduler.DecodeBatch`; the replay runs at the next step."""
@@ -136,6 +145,7 @@ class NeuronDecodeBatch:
         due = {slot: logits[slot].float() for slot, context in self._contexts.items() if len(context) == offset + 1}
         if offset < self._replay_end:
             self.stats.replay_steps += 1
+            self._replaying += elapsed
         elif due:
             self._decoded += elapsed
         return due
@@ -158,7 +168,6 @@ class NeuronDecodeBatch:
         logger.debug("restart from offset 0: %d new rows, %d running rows replayed from offset %d",
                      len(self._new), len(running), self._offset)
         self.stats.admissions += 1
-        self.model.reset()
         self._offset = 0
-        self._decoded = 0.0
+        self._decoded = self._replaying = 0.0
         self._new.clear()
