@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 PERFORMANCE_DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -20,6 +21,25 @@ def machine() -> str:
     system = f"{platform.system()} {platform.machine()}"
     load = f"load average {os.getloadavg()[0]:.1f}"  # the machine is shared: say how busy it was
     return f"{os.cpu_count()} cores, {memory}, {system}, Python {platform.python_version()}, {load}"
+
+
+def loadavg() -> str:
+    """``/proc/loadavg`` as it reads (1, 5 and 15-minute load, runnable/total tasks, last pid)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as source:
+            return source.read().strip()
+    except OSError:
+        return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+def code_version() -> str:
+    """The commit the numbers came from, noting uncommitted changes to tracked files."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PERFORMANCE_DOC.parent.parent, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return f"{commit} plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else commit
 
 
 def append_section(title: str, body: str, command: str) -> None:

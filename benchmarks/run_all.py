@@ -1,6 +1,7 @@
 """Run every benchmark in turn; each appends its dated section to docs/performance.md (``make bench``).
 
-Order: CLI start-up, serving on tiny-gptj, the correctness checks' costs, package-only
+Order: CLI start-up, serving on tiny-gptj (with the rolling batch's targets and the
+head-of-line probe, ``hol_probe.py``), the correctness checks' costs, package-only
 (when benchmarks/package_bench.py exists), package and upload to loopback S3 (several minutes and ~6 GB of temp files,
 removed afterwards), then the static Inferentia2 section. Extra arguments are passed
 to none of them; run a script directly for its options.

@@ -9,23 +9,31 @@
     so that every level sees the same machine load. Target: concurrency 8 at least 3x
     concurrency 1 in output tokens/s. ``inf2-deploy bench`` (streaming, also batched by
     the server) is run against the same server for TTFT and TPOT.
+(3) Issue 16's targets, static batches (``option.rolling_batch=disable``, max_batch_delay
+    100 ms) against the rolling batch, each configuration its own local server process:
+    TTFT at concurrency 1 with batch_size 4 against 1 (target: rolling at most 1.2x); the
+    head-of-line probe (``hol_probe.py``; target: rolling at most 2x); output tok/s at
+    concurrency 8 with batch_size 4, uniform requests and a mix of 8 and 128 new tokens
+    (targets: rolling at least static, and at least 1.5x it for the mix).
 
-Run: ``.venv/bin/python benchmarks/serving_bench.py``.
+Run: ``.venv/bin/python benchmarks/serving_bench.py [--part scaling|rolling|all]``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import append_section  # noqa: E402
+from report import append_section, code_version, loadavg  # noqa: E402
 
 TARGET_OVERHEAD = 0.10
 TARGET_SCALING = 3.0
@@ -75,8 +83,11 @@ def handler_overhead(model_dir: Path, prompt: str, new_tokens: int, repeats: int
 
 
 def server_throughput(predictor: Any, prompts: list[str], concurrency: int, requests: int,
-                      new_tokens: int) -> dict[str, Any]:
-    """Output tokens/s and requests/s of ``requests`` non-streaming requests from ``concurrency`` threads."""
+                      new_tokens: Sequence[int]) -> dict[str, Any]:
+    """Output tokens/s and requests/s of ``requests`` non-streaming requests from ``concurrency`` threads.
+
+    Request ``i`` asks for ``new_tokens[i % len(new_tokens)]`` tokens (one value: uniform requests).
+    """
     lock = threading.Lock()
     issued, tokens, latencies = [0], [0], []
 
@@ -88,7 +99,8 @@ def server_throughput(predictor: Any, prompts: list[str], concurrency: int, requ
                 index = issued[0]
                 issued[0] += 1
             start = time.perf_counter()
-            body = predictor.generate(prompts[index % len(prompts)], max_new_tokens=new_tokens, details=True)
+            body = predictor.generate(prompts[index % len(prompts)], max_new_tokens=new_tokens[index % len(new_tokens)],
+                                      details=True)
             elapsed = time.perf_counter() - start
             with lock:
                 tokens[0] += body["details"]["generated_tokens"]
@@ -106,16 +118,8 @@ def server_throughput(predictor: Any, prompts: list[str], concurrency: int, requ
             "p50_latency_s": statistics.median(latencies)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="alternating handler/raw pairs")
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--prompt-tokens", type=int, default=32)
-    parser.add_argument("--requests-per-worker", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of c1, c4, c8; ratios per round, then median")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs")
-    args = parser.parse_args()
-
+def scaling(args: argparse.Namespace) -> None:
+    """Parts (1) and (2): handler overhead and throughput against concurrency; appends their section."""
     from inf2_deploy.benchmarking.config import BenchConfig
     from inf2_deploy.benchmarking.prompts import make_prompts
     from inf2_deploy.benchmarking.runner import bench
@@ -141,7 +145,7 @@ def main() -> int:
                 levels = []
                 for concurrency in LEVELS:
                     level = server_throughput(predictor, prompts, concurrency,
-                                              max(8, args.requests_per_worker * concurrency), args.new_tokens)
+                                              max(8, args.requests_per_worker * concurrency), (args.new_tokens,))
                     levels.append(level)
                     print(f"round {number + 1} c{concurrency}: {level['tokens_per_s']:.1f} tok/s, "
                           f"{level['requests_per_s']:.2f} req/s, p50 {level['p50_latency_s'] * 1000:.0f} ms")
@@ -193,7 +197,182 @@ def main() -> int:
     body = "\n".join(rows)
     print(body)
     if not args.no_record:
-        append_section("Serving on tiny-gptj (CPU)", body, "python benchmarks/serving_bench.py")
+        append_section("Serving on tiny-gptj (CPU)", body, "python benchmarks/serving_bench.py --part scaling")
+
+
+# --- (3) issue 16: the rolling batch against static batches ---------------------------------------------
+
+TARGET_TTFT_RATIO = 1.2  # rolling, concurrency 1: TTFT at batch_size 4 over TTFT at batch_size 1
+TARGET_MIX_SPEEDUP = 1.5  # rolling over static output tok/s at concurrency 8, short and long requests mixed
+STATIC_DELAY_MS = 100
+WORKLOADS = {"uniform, 64 new tokens each": (64,), "mix, 8 and 128 new tokens alternating": (8, 128)}
+
+
+def tiny_properties(weights: Path, *, batch_size: int, rolling: bool, n_positions: int = 512) -> str:
+    """serving.properties for tiny-gptj on the CPU backend, with static batches (max_batch_delay
+    100 ms) or the rolling batch, written with the packager's renderer and the contract's keys."""
+    from inf2_deploy.artifact.properties import render_properties
+    from inf2_serving.contract import ENGINE, PROPERTY_BY_FIELD, ROLLING_BATCH_OFF, ROLLING_BATCH_ON
+
+    values: dict[str, Any] = {"engine": ENGINE, "model_id": str(weights), "backend": "cpu", "dtype": "fp32",
+                              "n_positions": n_positions, "batch_size": batch_size}
+    # As the packager writes them: DJL's rolling-batch loop keeps batch_size requests in flight; its
+    # dynamic batching gathers batch_size requests, waiting up to max_batch_delay.
+    if rolling:
+        values.update(rolling_batch=ROLLING_BATCH_ON, max_rolling_batch_size=batch_size)
+    else:
+        values.update(rolling_batch=ROLLING_BATCH_OFF, dynamic_batch_size=batch_size,
+                      max_batch_delay_ms=STATIC_DELAY_MS)
+    return render_properties({PROPERTY_BY_FIELD[name].key: value for name, value in values.items()})
+
+
+@contextlib.contextmanager
+def tiny_servers(weights: Path, folder: Path, configs: Sequence[tuple[str, int]]
+                 ) -> Iterator[dict[tuple[str, int], Any]]:
+    """One local server process on 127.0.0.1 per ``(mode, batch_size)``, all up at once; yields their predictors.
+
+    ``mode`` is ``static`` or ``rolling``. Idle servers cost nothing: each waits for requests.
+    """
+    from inf2_deploy.local.supervisor import LocalSupervisor
+
+    supervisor = LocalSupervisor()
+    deployments, predictors = [], {}
+    try:
+        for mode, batch_size in configs:
+            artifact = folder / f"{mode}-bs{batch_size}"
+            artifact.mkdir(parents=True, exist_ok=True)
+            (artifact / "serving.properties").write_text(
+                tiny_properties(weights, batch_size=batch_size, rolling=mode == "rolling"), encoding="utf-8")
+            deployments.append(supervisor.start(artifact, name=artifact.name, backend="cpu"))
+            predictors[(mode, batch_size)] = deployments[-1].predictor
+        yield predictors
+    finally:
+        for predictor in predictors.values():
+            predictor.close()
+        for deployment in deployments:
+            deployment.delete()
+
+
+def ttft_at_concurrency_1(predictors: dict[tuple[str, int], Any], tokenizer: Any, args: argparse.Namespace
+                          ) -> dict[tuple[str, int], list[float]]:
+    """Every streamed request's TTFT at concurrency 1 (``inf2-deploy bench``'s runner), per server, in rounds."""
+    from inf2_deploy.benchmarking.config import BenchConfig
+    from inf2_deploy.benchmarking.runner import bench
+
+    config = BenchConfig(concurrency=(1,), requests=args.ttft_requests, prompt_tokens=args.prompt_tokens,
+                         max_new_tokens=16)
+    ttfts: dict[tuple[str, int], list[float]] = {key: [] for key in predictors}
+    for number in range(args.rounds):
+        for key, predictor in predictors.items():
+            (level,) = bench(predictor, config=config, tokenizer=tokenizer).levels
+            ttfts[key] += [timing.ttft for timing in level.timings if timing.ttft is not None]
+            print(f"round {number + 1} TTFT {key}: p50 {level.stats.ttft.p(50) * 1000:.0f} ms", flush=True)
+    return ttfts
+
+
+def throughput_at_concurrency_8(predictors: dict[str, Any], prompts: list[str], args: argparse.Namespace
+                                ) -> dict[tuple[str, str], list[float]]:
+    """Output tok/s at concurrency 8 per (workload, mode), in rounds that alternate the modes."""
+    rates: dict[tuple[str, str], list[float]] = {}
+    for number in range(args.rounds):
+        for workload, new_tokens in WORKLOADS.items():
+            for mode, predictor in predictors.items():
+                result = server_throughput(predictor, prompts, 8, args.c8_requests, new_tokens)
+                rates.setdefault((workload, mode), []).append(result["tokens_per_s"])
+                print(f"round {number + 1} {workload} {mode}: {result['tokens_per_s']:.0f} tok/s", flush=True)
+    return rates
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def rolling_report(ttfts: dict[tuple[str, int], list[float]], probe: dict[str, list[dict[str, float]]],
+                   rates: dict[tuple[str, str], list[float]], args: argparse.Namespace) -> str:
+    """Issue 16's section: the three tables and which targets are met."""
+    from hol_probe import LONG_TOKENS, TARGET, probe_table
+
+    median = {key: statistics.median(values) for key, values in ttfts.items()}
+    rows = ["### TTFT at concurrency 1", "",
+            f"`inf2-deploy bench`'s runner, streamed, 16 new tokens, {args.ttft_requests} requests per server and "
+            f"round, {args.rounds} rounds; p50 over all of them.", "",
+            "| batching | batch_size 1: TTFT p50 ms | batch_size 4: TTFT p50 ms | bs4 / bs1 |", "|---|---|---|---|"]
+    for mode in ("static", "rolling"):
+        rows.append(f"| {mode} | {median[(mode, 1)] * 1000:.1f} | {median[(mode, 4)] * 1000:.1f} | "
+                    f"{median[(mode, 4)] / median[(mode, 1)]:.2f}x |")
+    ttft_ratio = median[("rolling", 4)] / median[("rolling", 1)]
+    rows += ["", f"Target rolling bs4 <= {TARGET_TTFT_RATIO:g}x bs1: {_verdict(ttft_ratio <= TARGET_TTFT_RATIO)} "
+             f"({ttft_ratio:.2f}x).", "", f"### A short request during a {LONG_TOKENS}-token stream (hol_probe.py)",
+             "", f"batch_size 4, 8 new tokens, medians of {args.hol_repeats} rounds.", ""]
+    table, ratios = probe_table(probe)
+    rows += [*table, "", f"Target rolling during / alone <= {TARGET:g}x: {_verdict(ratios['rolling'] <= TARGET)} "
+             f"({ratios['rolling']:.2f}x; static {ratios['static']:.2f}x).", "",
+             "### Output tokens/s at concurrency 8, batch_size 4", "",
+             f"Non-streaming, {args.c8_requests} requests per run, {args.rounds} rounds alternating static and "
+             "rolling.",
+             "", "| workload | static tok/s per round | rolling tok/s per round | rolling / static, median of rounds |",
+             "|---|---|---|---|"]
+    for workload in WORKLOADS:
+        static, rolled = rates[(workload, "static")], rates[(workload, "rolling")]
+        speedup = statistics.median(r / s for r, s in zip(rolled, static, strict=True))
+        target = TARGET_MIX_SPEEDUP if workload.startswith("mix") else 1.0
+        rows.append(f"| {workload} | {', '.join(f'{x:.0f}' for x in static)} | "
+                    f"{', '.join(f'{x:.0f}' for x in rolled)} | {speedup:.2f}x (target >= {target:g}x: "
+                    f"{_verdict(speedup >= target)}) |")
+    return "\n".join(rows)
+
+
+def rolling(args: argparse.Namespace) -> None:
+    """Part (3): issue 16's targets for the rolling batch against static batches; appends their section."""
+    from hol_probe import run_probe
+
+    load_before = loadavg()
+    with tempfile.TemporaryDirectory(prefix="inf2-rolling-bench-") as tmp:
+        os.environ["INF2_DEPLOY_HOME"] = tmp  # local deployment records stay in the temp folder
+        from inf2_deploy.artifact.tiny import build_tiny_gptj
+        from inf2_deploy.benchmarking.prompts import make_prompts
+        from transformers import AutoTokenizer
+
+        weights = build_tiny_gptj(Path(tmp) / "tiny-gptj")
+        tokenizer = AutoTokenizer.from_pretrained(weights)
+        prompts = make_prompts(tokenizer, args.prompt_tokens, count=32)
+        configs = [(mode, size) for mode in ("static", "rolling") for size in (1, 4)]
+        with tiny_servers(weights, Path(tmp), configs) as predictors:
+            at_bs4 = {mode: predictors[(mode, 4)] for mode in ("static", "rolling")}
+            ttfts = ttft_at_concurrency_1(predictors, tokenizer, args)
+            probe = run_probe(at_bs4, prompts, args.hol_repeats)
+            rates = throughput_at_concurrency_8(at_bs4, prompts, args)
+    body = "\n".join([
+        f"tiny-gptj (2 layers, width 64, GPT-J vocabulary), CPU backend, {args.prompt_tokens}-token prompts, greedy. "
+        f"Each configuration is its own local server process on 127.0.0.1, all up during the run: static batches "
+        f"(`option.rolling_batch=disable`, max_batch_delay {STATIC_DELAY_MS} ms) and the rolling batch (`auto`). "
+        f"Code at {code_version()}. `/proc/loadavg` before: `{load_before}`, after: `{loadavg()}`.", "",
+        rolling_report(ttfts, probe, rates, args)])
+    print(body)
+    if not args.no_record:
+        append_section("Rolling batch on tiny-gptj (CPU): issue 16's targets", body,
+                       "python benchmarks/serving_bench.py --part rolling")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("scaling", "rolling", "all"), default="all",
+                        help="scaling: parts (1) and (2); rolling: part (3), issue 16's targets")
+    parser.add_argument("--repeats", type=int, default=15, help="alternating handler/raw pairs")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--requests-per-worker", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement; ratios per round, "
+                        "then median")
+    parser.add_argument("--ttft-requests", type=int, default=8, help="rolling part: requests per server and round")
+    parser.add_argument("--c8-requests", type=int, default=32, help="rolling part: requests per throughput run")
+    parser.add_argument("--hol-repeats", type=int, default=7, help="rolling part: head-of-line probe rounds")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs")
+    args = parser.parse_args()
+    if args.part in ("scaling", "all"):
+        scaling(args)
+    if args.part in ("rolling", "all"):
+        rolling(args)
     return 0
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from inf2_deploy.local.batcher import ClientGone, DynamicBatcher
 from inf2_serving.engine import CANCELLED
 from inf2_serving.schema import GenerationParams, parse_request
+from support.servers import post_then_hang_up
 
 
 def _cancel_after(count: int, index: int = 0):
@@ -211,17 +210,6 @@ def test_a_lone_stream_left_early_frees_the_model(long_server, slow_steps, compl
     assert waited < 3  # the model was free: no wait for 200 steps (10 s)
 
 
-def _post_and_hang_up(url: str, body: dict[str, Any], linger_s: float) -> None:
-    """Send a whole request on a raw socket, wait ``linger_s`` for the server to queue it, close."""
-    parts = urlsplit(url)
-    data = json.dumps(body).encode()
-    head = (f"POST /invocations HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n").encode()
-    with socket.create_connection((parts.hostname, parts.port)) as sock:
-        sock.sendall(head + data)
-        time.sleep(linger_s)
-
-
 @pytest.mark.slow
 def test_requests_whose_clients_left_while_queued_are_not_generated(
         long_server, slow_steps, completions, reference, caplog) -> None:
@@ -235,7 +223,7 @@ def test_requests_whose_clients_left_while_queued_are_not_generated(
                 await asyncio.sleep(0.02)
             for body in ({"inputs": "Hello world", "parameters": {"max_new_tokens": 5}},
                          {"inputs": "Good morning", "stream": True, "parameters": {"max_new_tokens": 5}}):
-                await asyncio.to_thread(_post_and_hang_up, url, body, 0.3)
+                await asyncio.to_thread(post_then_hang_up, url, body, lambda: time.sleep(0.3))
             (first, _), (later, _) = await busy, await _timed_plain(http, "One two three", 4)
             return first, later
 

@@ -1,12 +1,15 @@
-"""Ports and servers on 127.0.0.1: a free port, and an ASGI app under a real uvicorn in a thread."""
+"""Ports and servers on 127.0.0.1: a free port, an ASGI app under a real uvicorn in a thread, and a client
+that sends a request and hangs up."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -43,3 +46,15 @@ def uvicorn_thread(app: Any, *, start_timeout: float = 30.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def post_then_hang_up(url: str, body: dict[str, Any], until: Callable[[], object]) -> None:
+    """Send ``body`` to ``url``'s ``/invocations`` whole on a raw socket, call ``until()`` (the server
+    queues it meanwhile), then close the connection without reading the answer."""
+    parts = urlsplit(url)
+    data = json.dumps(body).encode()
+    head = (f"POST /invocations HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode()
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(head + data)
+        until()

@@ -7,7 +7,7 @@ Laptop side only: nothing here ships in the artifact.
 - ``supervisor``: :class:`LocalSupervisor` starts, waits for and stops server processes.
 - ``process``: what the OS says about a server's pid.
 - ``paths``: where records, logs and caches live (``INF2_DEPLOY_HOME``).
-- ``server``, ``batcher``, ``runtime_api``: the LMI-compatible HTTP server itself, with
-  DJL-style dynamic batching and the SageMaker runtime API.
+- ``server``, ``batcher``, ``rolling``, ``runtime_api``: the LMI-compatible HTTP server itself,
+  with DJL-style dynamic or rolling batching and the SageMaker runtime API.
 - ``connect``: a predictor for a URL, a local deployment or an endpoint.
 """

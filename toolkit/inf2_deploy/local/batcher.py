@@ -5,6 +5,9 @@ prompts, waiting at most ``max_delay_s`` after the first. One worker thread runs
 one batch at a time; a streaming request gets each token line as its batch
 produces it. When a stream's client hangs up, its row stops generating at the next
 step; a request whose client left before its batch started is not generated at all.
+
+:class:`Job` is a request's side of any batcher (also :mod:`inf2_deploy.local.rolling`'s):
+the queue its answer or lines arrive on from the model's thread.
 """
 from __future__ import annotations
 
@@ -20,37 +23,37 @@ from inf2_serving.schema import GenerationRequest
 if TYPE_CHECKING:
     from inf2_serving.handler import ResponseBody
 
-__all__ = ["ClientGone", "DynamicBatcher"]
+__all__ = ["ClientGone", "DynamicBatcher", "Job"]
 
 
 class ClientGone(Exception):
     """The client hung up before its batch started; nobody reads the answer."""
 
 
-class _Job:
-    """One request in the batcher, and the queue its answer arrives on.
+_END = object()
+_GONE = object()
 
-    The worker thread posts to ``events`` (via ``call_soon_threadsafe``, as asyncio
+
+class Job:
+    """One request in a batcher, and the queue its answer arrives on.
+
+    The model's thread posts to ``events`` (via ``call_soon_threadsafe``, as asyncio
     objects are not thread-safe): a non-streaming request gets its body, a streaming
-    one its lines then ``_END``; either gets an exception instead when it fails.
-    ``abandoned`` is set on the event loop and read by the worker thread (a plain
+    one its lines then the end; either gets an exception instead when it fails.
+    ``abandoned`` is set on the event loop and read by the model's thread (a plain
     attribute: a stale read costs at most one more generation step).
     """
 
-    def __init__(
-        self, request: GenerationRequest, loop: asyncio.AbstractEventLoop,
-        client_gone: Callable[[], Awaitable[bool]] | None,
-    ) -> None:
+    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self.abandoned = False
-        self.client_gone = client_gone
         self._loop = loop
 
     def post(self, item: Any) -> bool:
-        """Hand ``item`` to the waiting request; called from the worker thread.
+        """Hand ``item`` (a body, a line or an exception) to the waiting request; called from the model's thread.
 
-        Returns False when nobody will read it, which cancels the request's row.
+        Returns False when nobody will read it, which cancels the request's rows.
         """
         # Nobody reads an abandoned job's queue (its client left), and a closed loop
         # (server shut down mid-batch) cannot take callbacks.
@@ -59,9 +62,48 @@ class _Job:
         self._loop.call_soon_threadsafe(self.events.put_nowait, item)
         return True
 
+    def end(self) -> bool:
+        """Tell a streaming request that its last line was posted; called from the model's thread."""
+        return self.post(_END)
 
-_END = object()
-_GONE = object()
+    def gone(self) -> None:
+        """On the event loop: the client left, so wake the waiting request with :class:`ClientGone`."""
+        self.events.put_nowait(_GONE)
+        self.abandoned = True
+
+    async def answer(self) -> ResponseBody:
+        """Wait for the response body.
+
+        Raises:
+            ClientGone: the client left first.
+            Exception: what the model's thread posted instead of a body.
+        """
+        result = await self.events.get()
+        if result is _GONE:
+            raise ClientGone()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def lines(self) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield the stream's lines as they arrive; closing early marks the job abandoned.
+
+        Raises:
+            ClientGone: the client left before the stream ended.
+            Exception: what the model's thread posted instead of a line.
+        """
+        try:
+            while True:
+                item = await self.events.get()
+                if item is _END:
+                    return
+                if item is _GONE:
+                    raise ClientGone()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.abandoned = True
 
 
 class DynamicBatcher:
@@ -79,13 +121,14 @@ class DynamicBatcher:
     def __init__(self, handler: ModelHandler, max_delay_s: float) -> None:
         self._handler = handler
         self._max_delay_s = max_delay_s
-        self._pending: list[_Job] = []
+        # Waiting jobs, each with its client_gone check.
+        self._pending: list[tuple[Job, Callable[[], Awaitable[bool]] | None]] = []
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inf2-batch")
 
-    def _enqueue(self, request: GenerationRequest, client_gone: Callable[[], Awaitable[bool]] | None) -> _Job:
-        job = _Job(request, asyncio.get_running_loop(), client_gone)
-        self._pending.append(job)
+    def _enqueue(self, request: GenerationRequest, client_gone: Callable[[], Awaitable[bool]] | None) -> Job:
+        job = Job(request, asyncio.get_running_loop())
+        self._pending.append((job, client_gone))
         self._arrived.set()
         return job
 
@@ -103,14 +146,9 @@ class DynamicBatcher:
             ClientGone: ``client_gone`` said True.
             Exception: whatever made its batch fail.
         """
-        result = await self._enqueue(request, client_gone).events.get()
-        if result is _GONE:
-            raise ClientGone()
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await self._enqueue(request, client_gone).answer()
 
-    async def stream(
+    def stream(
         self, request: GenerationRequest, client_gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Queue a streaming request and yield its lines as the model produces them.
@@ -123,45 +161,32 @@ class DynamicBatcher:
             ClientGone: ``client_gone`` (see :meth:`submit`) said True.
             Exception: whatever made its batch fail.
         """
-        job = self._enqueue(request, client_gone)
-        try:
-            while True:
-                item = await job.events.get()
-                if item is _END:
-                    return
-                if item is _GONE:
-                    raise ClientGone()
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            job.abandoned = True
+        return self._enqueue(request, client_gone).lines()
 
-    def _take(self, limit: int) -> list[_Job]:
+    def _take(self, limit: int) -> list[Job]:
         # A job abandoned while it waited needs no generation.
-        self._pending = [job for job in self._pending if not job.abandoned]
-        taken: list[_Job] = []
+        self._pending = [(job, check) for job, check in self._pending if not job.abandoned]
+        taken: list[Job] = []
         prompts = 0
         while self._pending:
-            size = len(self._pending[0].request.prompts)
+            size = len(self._pending[0][0].request.prompts)
             if taken and prompts + size > limit:
                 break
-            taken.append(self._pending.pop(0))
+            taken.append(self._pending.pop(0)[0])
             prompts += size
         return taken
 
     def _prompts(self) -> int:
-        return sum(len(job.request.prompts) for job in self._pending)
+        return sum(len(job.request.prompts) for job, _ in self._pending)
 
     async def _drop_departed(self) -> None:
         # A request whose client hung up while it waited needs no generation; its
         # waiting coroutine is woken so that it ends too.
-        for job in self._pending:
-            if not job.abandoned and job.client_gone is not None and await job.client_gone():
-                job.events.put_nowait(_GONE)
-                job.abandoned = True
+        for job, client_gone in self._pending:
+            if not job.abandoned and client_gone is not None and await client_gone():
+                job.gone()
 
-    def _run_batch(self, jobs: list[_Job]) -> None:
+    def _run_batch(self, jobs: list[Job]) -> None:
         """The worker thread's part: one batch through the model, answers posted to each job."""
         try:
             results = self._handler.generate_many(
@@ -171,7 +196,10 @@ class DynamicBatcher:
         for position, job in enumerate(jobs):
             result = results[position]
             streamed = job.request.stream and not isinstance(result, Exception)
-            job.post(_END if streamed else result)
+            if streamed:
+                job.end()
+            else:
+                job.post(result)
 
     async def run(self) -> None:
         """Serve batches until cancelled."""

@@ -7,9 +7,12 @@ serving's front end:
 - ``GET /ping``: 503 while the model loads (or failed), 200 once it is READY.
 - ``POST /invocations`` and ``POST /predictions/{model}``: the LMI schema. Streaming
   answers are chunked ``application/jsonlines``.
-- Dynamic batching like DJL's (:mod:`inf2_deploy.local.batcher`): concurrent requests,
-  streaming and not, are gathered up to the model's ``batch_size`` prompts, waiting at
-  most ``max_batch_delay`` ms after the first.
+- Batching as DJL's front end does it for the artifact's ``option.rolling_batch``. Off
+  (``disable`` or unset), dynamic batching (:mod:`inf2_deploy.local.batcher`): concurrent
+  requests, streaming and not, are gathered up to the model's ``batch_size`` prompts,
+  waiting at most ``max_batch_delay`` ms after the first. On, the rolling batch
+  (:mod:`inf2_deploy.local.rolling`): each request joins the slot scheduler at once and
+  takes a free slot at its next step, with no wait.
 - Bodies over ``body_limit_bytes`` (1 MiB by default) get 413.
 - The SageMaker runtime API (``POST /endpoints/{name}/invocations`` and
   ``.../invocations-response-stream``, see :mod:`inf2_deploy.local.runtime_api`), so boto3's
@@ -22,13 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from inf2_serving.contract import BACKENDS, DEFAULT_MAX_BATCH_DELAY_MS
+from inf2_serving.contract import BACKENDS, DEFAULT_MAX_BATCH_DELAY_MS, rolling_batch_enabled
 from inf2_serving.handler import HandlerNotReady, ModelHandler, ReadinessState
 from inf2_serving.jsonline import JSONLINES, encode_line
 from inf2_serving.schema import GenerationRequest, InvalidRequest, error_body, parse_body
@@ -39,6 +43,7 @@ from starlette.routing import Route
 
 from ..artifact.djl_properties import handler_properties, read_properties
 from .batcher import ClientGone, DynamicBatcher
+from .rolling import RollingBatcher
 from .runtime_api import runtime_routes, streaming_body
 
 __all__ = ["DEFAULT_BODY_LIMIT", "DEFAULT_MAX_BATCH_DELAY_MS", "create_app", "load_artifact_properties",
@@ -101,6 +106,12 @@ async def _jsonlines(
         await rest.aclose()  # marks the job abandoned at once when the client left mid-stream
 
 
+async def _hung_up(request: Request) -> None:
+    """Return once the client has hung up: ASGI's ``http.disconnect``, once the body has been read."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _error(message: str, code: int) -> Response:
     return JSONResponse(error_body(message, code), status_code=code)
 
@@ -109,7 +120,7 @@ class _LmiApp:
     """The routes and lifespan of one served model: DJL's front end over one handler."""
 
     #: set by :meth:`lifespan`, which runs before the first request
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher | RollingBatcher
 
     def __init__(
         self, model: ModelHandler, props: dict[str, str], *, model_name: str, max_delay_s: float,
@@ -121,6 +132,8 @@ class _LmiApp:
         self.max_delay_s = max_delay_s
         self.body_limit = body_limit
         self.ready_callback = ready_callback
+        # As DJL's Java front end decides, from the properties; the handler reads the same one.
+        self.rolling = rolling_batch_enabled(props.get("rolling_batch"))
 
     def _load(self) -> None:
         try:
@@ -133,7 +146,7 @@ class _LmiApp:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Run the batcher, and load the model in the background, while the app serves."""
-        batcher = DynamicBatcher(self.model, self.max_delay_s)
+        batcher = RollingBatcher(self.model) if self.rolling else DynamicBatcher(self.model, self.max_delay_s)
         self.batcher = batcher
         task = asyncio.get_running_loop().create_task(batcher.run())
         threading.Thread(target=self._load, name="inf2-load", daemon=True).start()
@@ -169,9 +182,13 @@ class _LmiApp:
             return _error(str(exc), exc.code)
 
     async def _generate(self, generation: GenerationRequest, request: Request) -> Response:
+        # The dynamic batcher asks whether the client left just before a batch; the rolling one
+        # is told the moment it leaves, which cancels the request wherever it is.
+        client: Callable[[], Awaitable[object]] = (
+            functools.partial(_hung_up, request) if self.rolling else request.is_disconnected)
         if not generation.stream:
-            return JSONResponse(await self.batcher.submit(generation, request.is_disconnected))
-        lines = self.batcher.stream(generation, request.is_disconnected)
+            return JSONResponse(await self.batcher.submit(generation, client))
+        lines = self.batcher.stream(generation, client)
         # The status waits for the first line, so a request that fails validation
         # in its batch still gets a 400 rather than a 200 with an error line.
         first = await lines.__anext__()
@@ -204,7 +221,8 @@ def create_app(
     Args:
         artifact_dir: the packaged artifact (``serving.properties`` and weights or ``model_id``).
         backend: ``cpu``, ``neuron`` or ``auto``; None keeps the artifact's ``backend`` property.
-        max_batch_delay_ms: batching wait; default the ``max_batch_delay`` property, else 100.
+        max_batch_delay_ms: batching wait; default the ``max_batch_delay`` property, else 100. Unused
+            with the rolling batch, which never waits.
         body_limit_bytes: larger request bodies get 413.
         ready_callback: called once the model is READY.
         handler: an existing handler to serve (tests share one); default a new one.
