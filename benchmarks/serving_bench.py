@@ -231,10 +231,13 @@ def tiny_servers(weights: Path, folder: Path, configs: Sequence[tuple[str, int]]
                  ) -> Iterator[dict[tuple[str, int], Any]]:
     """One local server process on 127.0.0.1 per ``(mode, batch_size)``, all up at once; yields their predictors.
 
-    ``mode`` is ``static`` or ``rolling``. Idle servers cost nothing: each waits for requests.
+    ``mode`` is ``static`` or ``rolling``. Idle servers cost nothing: each waits for requests. Each
+    server runs torch on one thread (``OMP_NUM_THREADS=1``): on a shared 2-core machine more
+    threads per process only contend (a tiny-gptj step is no faster with two).
     """
     from inf2_deploy.local.supervisor import LocalSupervisor
 
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the server processes
     supervisor = LocalSupervisor()
     deployments, predictors = [], {}
     try:
@@ -345,7 +348,8 @@ def rolling(args: argparse.Namespace) -> None:
     body = "\n".join([
         f"tiny-gptj (2 layers, width 64, GPT-J vocabulary), CPU backend, {args.prompt_tokens}-token prompts, greedy. "
         f"Each configuration is its own local server process on 127.0.0.1, all up during the run: static batches "
-        f"(`option.rolling_batch=disable`, max_batch_delay {STATIC_DELAY_MS} ms) and the rolling batch (`auto`). "
+        f"(`option.rolling_batch=disable`, max_batch_delay {STATIC_DELAY_MS} ms) and the rolling batch (`auto`), "
+        "torch on one thread each. "
         f"Code at {code_version()}. `/proc/loadavg` before: `{load_before}`, after: `{loadavg()}`.", "",
         rolling_report(ttfts, probe, rates, args)])
     print(body)
