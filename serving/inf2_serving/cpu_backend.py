@@ -97,7 +97,12 @@ class CpuDecodeBatch:
         self.model = model
         self.slots = slots
         # transformers 5.2x renamed the forward argument and output field past_key_values to cache.
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
+        # A prefill needs the last position's logits only. Where forward can skip the vocabulary
+        # projection of the other prompt positions, it does (on tiny-gptj that projection is
+        # most of a prefill's time); the container's transformers 4.43 cannot.
+        self._last_logits = {name: 1 for name in ("logits_to_keep", "num_logits_to_keep") if name in parameters}
         self._order: list[int] = []  # the slot of each row of the batch cache
         self._lengths: dict[int, int] = {}  # real tokens per slot in the cache
         self._layers: list[tuple[Any, Any]] = []
@@ -157,7 +162,7 @@ class CpuDecodeBatch:
     def _prefill(self, slot: int, context: tuple[int, ...]) -> Any:
         import torch
 
-        out = self.model(input_ids=torch.tensor([context], dtype=torch.long), use_cache=True)
+        out = self.model(input_ids=torch.tensor([context], dtype=torch.long), use_cache=True, **self._last_logits)
         self._join(slot, _kv_layers(getattr(out, self._cache_arg)), len(context))
         return out.logits[0, -1].float()
 
