@@ -33,13 +33,14 @@ def loadavg() -> str:
 
 
 def code_version() -> str:
-    """The commit the numbers came from, noting uncommitted changes to tracked files."""
+    """The commit the numbers came from, noting uncommitted changes to tracked files (docs aside)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=PERFORMANCE_DOC.parent.parent, capture_output=True, text=True,
                               check=False).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return f"{commit} plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else commit
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs")
+    return f"{commit} plus uncommitted changes" if changed else commit
 
 
 def append_section(title: str, body: str, command: str) -> None:
