@@ -86,9 +86,14 @@ class CpuDecodeBatch:
 
     Rows sit left-padded in one KV cache, with an attention mask over the padding
     and position ids counting each row's own tokens, so a row computes what it
-    would alone and is never re-prefilled. An admitted row is prefilled alone, then
-    joins the batch cache; a released row leaves it, and columns that are padding
-    in every row are cut off.
+    would alone and is never re-prefilled. A released row leaves the cache, and
+    columns that are padding in every row are cut off.
+
+    Prefills come first: a step with newly admitted rows prefills them together
+    (left-padded, as a static batch's prompts are) and joins them to the cache, and
+    the running rows decode at the next step with the tokens they were given. A new
+    request's first token thus waits for no decode step of others; the running rows
+    wait one prefill per admission, which happens only when a slot frees.
     """
 
     def __init__(self, model: Any, slots: int) -> None:
@@ -107,7 +112,8 @@ class CpuDecodeBatch:
         self._lengths: dict[int, int] = {}  # real tokens per slot in the cache
         self._layers: list[tuple[Any, Any]] = []
         self._mask: Any = None
-        self._pending: dict[int, tuple[int, ...]] = {}
+        self._pending: dict[int, tuple[int, ...]] = {}  # admitted rows not yet prefilled
+        self._next: dict[int, int] = {}  # per running slot, the token its next decode feeds
 
     def can_admit(self) -> bool:
         """See :class:`inf2_serving.scheduler.DecodeBatch`: always, admission costs one prefill."""
@@ -120,6 +126,7 @@ class CpuDecodeBatch:
     def release(self, slot: int) -> None:
         """See :class:`inf2_serving.scheduler.DecodeBatch`."""
         self._pending.pop(slot, None)
+        self._next.pop(slot, None)
         if slot not in self._lengths:
             return
         keep = [row for row, owner in enumerate(self._order) if owner != slot]
@@ -134,22 +141,22 @@ class CpuDecodeBatch:
         self._mask = self._mask[keep, start:]
 
     def step(self, appended: Mapping[int, int]) -> dict[int, Any]:
-        """See :class:`inf2_serving.scheduler.DecodeBatch`."""
+        """See :class:`inf2_serving.scheduler.DecodeBatch`: a prefill of the rows admitted since the
+        last step when there are any, else a decode of every running row."""
         import torch
 
-        logits: dict[int, Any] = {}
+        self._next.update(appended)
         with torch.no_grad():
+            if self._pending:
+                return self._prefill()
             if self._order:
-                logits.update(self._decode(appended))
-            for slot, context in list(self._pending.items()):
-                logits[slot] = self._prefill(slot, context)
-            self._pending.clear()
-        return logits
+                return self._decode()
+        return {}
 
-    def _decode(self, appended: Mapping[int, int]) -> dict[int, Any]:
+    def _decode(self) -> dict[int, Any]:
         import torch
 
-        ids = torch.tensor([[appended[slot]] for slot in self._order], dtype=torch.long)
+        ids = torch.tensor([[self._next.pop(slot)] for slot in self._order], dtype=torch.long)
         positions = torch.tensor([[self._lengths[slot]] for slot in self._order], dtype=torch.long)
         mask = torch.cat([self._mask, torch.ones((len(self._order), 1), dtype=torch.long)], dim=1)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -159,19 +166,32 @@ class CpuDecodeBatch:
             self._lengths[slot] += 1
         return {slot: out.logits[row, -1].float() for row, slot in enumerate(self._order)}
 
-    def _prefill(self, slot: int, context: tuple[int, ...]) -> Any:
+    def _prefill(self) -> dict[int, Any]:
         import torch
 
-        out = self.model(input_ids=torch.tensor([context], dtype=torch.long), use_cache=True, **self._last_logits)
-        self._join(slot, _kv_layers(getattr(out, self._cache_arg)), len(context))
-        return out.logits[0, -1].float()
+        slots, contexts = list(self._pending), list(self._pending.values())
+        self._pending.clear()
+        width = max(len(context) for context in contexts)
+        ids = torch.zeros((len(slots), width), dtype=torch.long)
+        mask = torch.zeros((len(slots), width), dtype=torch.long)
+        for row, context in enumerate(contexts):
+            ids[row, width - len(context):] = torch.tensor(context, dtype=torch.long)
+            mask[row, width - len(context):] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **self._last_logits)
+        # Keys and values computed at padding positions are masked from here on; zeros keep them finite.
+        pad = (mask == 0)[:, None, :, None]
+        layers = [(k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0))
+                  for k, v in _kv_layers(getattr(out, self._cache_arg))]
+        self._join(slots, layers, mask)
+        return {slot: out.logits[row, -1].float() for row, slot in enumerate(slots)}
 
-    def _join(self, slot: int, layers: list[tuple[Any, Any]], length: int) -> None:
+    def _join(self, slots: list[int], layers: list[tuple[Any, Any]], mask: Any) -> None:
         import torch
 
-        mask = torch.ones((1, length), dtype=torch.long)
         if self._order:
-            width = max(self._mask.shape[1], length)
+            width = max(self._mask.shape[1], mask.shape[1])
             self._layers = [(torch.cat([_left_pad(k, width), _left_pad(layers[i][0], width)]),
                              torch.cat([_left_pad(v, width), _left_pad(layers[i][1], width)]))
                             for i, (k, v) in enumerate(self._layers)]
@@ -179,8 +199,9 @@ class CpuDecodeBatch:
         else:
             self._layers = layers
         self._mask = mask
-        self._order.append(slot)
-        self._lengths[slot] = length
+        for slot in slots:
+            self._order.append(slot)
+            self._lengths[slot] = int(self._mask[len(self._order) - 1].sum())
 
 
 def _left_pad(tensor: Any, width: int) -> Any:

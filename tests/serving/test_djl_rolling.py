@@ -122,9 +122,9 @@ def test_a_request_joining_mid_generation_finishes_before_a_long_one(loop, expec
         for name, request in (("long", long_request), ("short", short_request)):
             if request.closed:
                 finished.setdefault(name, loop.calls)
-    # The short request joins at the next call (4) and its 4 tokens take calls 4-7; the long stream
-    # never pauses for it: 60 calls, one line each.
-    assert finished == {"short": 7, "long": 60}
+    # The short request joins at the next call (4), whose step is its prefill, and its 4 tokens take
+    # calls 4-7; the long stream pauses for that one prefill only: 61 calls, 60 lines.
+    assert finished == {"short": 7, "long": 61}
     assert len(long_request.chunks) == 60
     assert _answer(short_request) == expected(short) and _answer(long_request) == expected(long)
 
@@ -289,7 +289,9 @@ def test_one_output_per_request_per_call_and_a_body_only_once(loop, monkeypatch:
     loop.add_input({"inputs": PROMPTS[2], "parameters": {"max_new_tokens": 3}})
     loop.run()
     sizes = [len(items) for items, _keys, _outputs in calls]
-    assert sizes == [2, 3, 2, 2, 1]  # the third request waits a call for a slot, then runs alone
+    # The third request waits a call for a slot; its prefill is the next call's step, and the first
+    # request decodes again after it.
+    assert sizes == [2, 3, 2, 2, 2]
     for items, keys, outputs in calls:
         assert keys == [f"batch_{i}.data" for i in range(len(items))]
         assert all(set(output) == {"data", "last"} for output in outputs)
@@ -300,7 +302,7 @@ def test_one_output_per_request_per_call_and_a_body_only_once(loop, monkeypatch:
             first = (call, index) in firsts
             assert (length > 0, has_seed, has_properties) == (first, first, first), (call, index)
     assert [[output["last"] for output in outputs] for _items, _keys, outputs in calls] == [
-        ["False", "False"], ["False", "True", "False"], ["False", "False"], ["True", "False"], ["True"]]
+        ["False", "False"], ["False", "True", "False"], ["False", "False"], ["False", "False"], ["True", "True"]]
 
 
 def test_a_direct_call_outside_the_loop_is_answered_alone(djl, expected) -> None:
