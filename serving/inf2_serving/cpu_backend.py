@@ -101,6 +101,7 @@ class CpuDecodeBatch:
 
         self.model = model
         self.slots = slots
+        self.clear()
         # transformers 5.2x renamed the forward argument and output field past_key_values to cache.
         parameters = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
@@ -108,6 +109,9 @@ class CpuDecodeBatch:
         # projection of the other prompt positions, it does (on tiny-gptj that projection is
         # most of a prefill's time); the container's transformers 4.43 cannot.
         self._last_logits = {name: 1 for name in ("logits_to_keep", "num_logits_to_keep") if name in parameters}
+
+    def clear(self) -> None:
+        """See :class:`inf2_serving.scheduler.DecodeBatch`."""
         self._order: list[int] = []  # the slot of each row of the batch cache
         self._lengths: dict[int, int] = {}  # real tokens per slot in the cache
         self._layers: list[tuple[Any, Any]] = []

@@ -102,6 +102,10 @@ class NeuronDecodeBatch:
         self.stats = ReplayStats()
         self._pad = pad_token_id
         self._clock = clock
+        self.clear()
+
+    def clear(self) -> None:
+        """See :class:`~inf2_serving.scheduler.DecodeBatch`: the next admission starts from offset 0."""
         self._contexts: dict[int, list[int]] = {}  # per slot, the row's prompt and generated tokens
         self._new: set[int] = set()  # slots admitted since the last step
         self._offset = 0  # the cache offset of the next step; every row has this many tokens cached

@@ -57,6 +57,9 @@ class DecodeBatch(Protocol):
     def can_admit(self) -> bool:
         """Whether rows may be admitted before the next step."""
 
+    def clear(self) -> None:
+        """Forget every row, as after a failed step, whatever state that step left."""
+
     def step(self, appended: Mapping[int, int]) -> dict[int, Any]:
         """Run one step.
 
@@ -178,9 +181,12 @@ class SlotScheduler:
         with self._lock:
             rows = list(self._waiting) + list(self._active.values())
             self._waiting.clear()
+        self._active.clear()
+        self._appended = {}
+        self.batch.clear()
         for row in rows:
             row.error = exc
-            self._finish(row)
+            row.finished.set()
 
     def _drop_cancelled(self) -> None:
         with self._lock:

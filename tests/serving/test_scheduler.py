@@ -186,9 +186,10 @@ def test_reset_ends_every_row(sharp) -> None:
     assert after.state.finish_reason == "length"
 
 
-def test_a_failed_step_fails_every_row_and_frees_the_slots(sharp, monkeypatch) -> None:
+def test_a_failed_step_fails_every_row_and_frees_the_slots(sharp, unbatched, monkeypatch) -> None:
     scheduler = _scheduler(sharp, slots=2)
     rows = [scheduler.submit(_prepared(sharp, p, max_new_tokens=20), _ignore) for p in PROMPTS[:3]]
+    scheduler.step()
     scheduler.step()
 
     def device_lost(appended):
@@ -199,6 +200,10 @@ def test_a_failed_step_fails_every_row_and_frees_the_slots(sharp, monkeypatch) -
         scheduler.step()
     assert all(isinstance(row.error, RuntimeError) and row.finished.is_set() for row in rows)
     assert (scheduler.active, scheduler.waiting) == (0, 0)
+    monkeypatch.undo()  # the device is back: the batch starts empty and serves exactly again
+    after = scheduler.submit(_prepared(sharp, PROMPTS[4], max_new_tokens=5), _ignore)
+    _drain(scheduler)
+    assert after.error is None and after.state.tokens == unbatched(PROMPTS[4], 5)
 
 
 def test_concurrent_callers_share_the_batch(sharp_gptj: Path, unbatched) -> None:
