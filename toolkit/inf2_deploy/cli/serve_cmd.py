@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="neuron needs Inferentia2; auto uses it when present, else the CPU")
     parser.add_argument("--max-batch-delay-ms", type=float, default=None, metavar="N",
-                        help="how long to wait for a batch to fill (default: the artifact's, else 100)")
+                        help="static batches only (rolling_batch disable): how long to wait for a batch to "
+                             "fill (default: the artifact's, else 100)")
     parser.set_defaults(run=run)
 
 
