@@ -63,6 +63,8 @@ class TokenSelector:
         import torch
 
         self.sampling = params.sampling
+        self.uses_context = params.repetition_penalty is not None and params.repetition_penalty != 1.0
+        """Whether :meth:`select` reads ``context`` (only the repetition penalty does)."""
         self._processors = _processors(params)
         self._generator = torch.Generator()
         if self.sampling and seed is not None:

@@ -212,7 +212,7 @@ class SlotScheduler:
         logger.debug("admitted %d rows; %d active, %d waiting", len(taken), len(self._active), len(self._waiting))
 
     def _advance(self, row: ScheduledRow, logits: Any) -> None:
-        token = row.selector.select(logits, row.context)
+        token = row.selector.select(logits, row.context if row.selector.uses_context else ())
         text = row.state.accept(token, self.eos_token_id)
         final = row.state.completion() if row.state.finish_reason is not None else None
         if row.on_token(token, text, final) is False and final is None:
