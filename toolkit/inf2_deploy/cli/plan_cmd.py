@@ -35,7 +35,12 @@ def render_prompt_cost(console, cost) -> None:  # noqa: ANN001 - rich Console an
     table.add_row("decode step", f"{cost.decode_floor_s * 1e3:.1f} ms/token (weights over {cost.chips} chip(s))")
     table.add_row(f"time to first token, {cost.prompt_tokens}-token prompt",
                   f"{cost.ttft_floor_s * 1e3:.0f} ms (prompt tokens run one per step: no parallel prefill)")
-    table.add_row("KV cache reset per request", f"{cost.reset_bytes / 1e6:.0f} MB written by reset()")
+    if cost.rolling_batch:
+        table.add_row("admission while rows run (rolling batch)",
+                      f"stalls them up to {cost.longest_replay_s:.1f} s: their contexts replay, up to "
+                      f"{cost.n_positions - 1} steps; option.replay_interval_ms spaces such admissions")
+    else:
+        table.add_row("KV cache reset per batch", f"{cost.reset_bytes / 1e6:.0f} MB written by reset()")
     table.add_row("`verify` reference on the CPU",
                   " / ".join(f"{size / 1e9:.1f} GB host RAM in {dtype}"
                              for dtype, size in cost.reference_bytes.items()))

@@ -4,16 +4,19 @@ GPT-J's compiled Neuron graph takes one token per call, prompt tokens included
 (transformers-neuronx 0.11.351, ``gptj/model.py:99-102``): there is no parallel
 prefill. A decode step reads every weight once, so its floor is weight bytes over the
 HBM bandwidth of the chips the model is sharded over, and the time to first token is
-about prompt_tokens such steps. Before each request ``reset()`` writes zeros over the
-whole KV cache from the host (``gptj/model.py:282-286``). These are floors: real steps
-add collectives, launch overhead and sampling.
+about prompt_tokens such steps. With static batches (``rolling_batch`` disable) each
+batch starts with ``reset()``, which writes zeros over the whole KV cache from the
+host (``gptj/model.py:282-286``). With the rolling batch there is no reset, but
+admitting a request while rows run replays their contexts one token per step
+(:mod:`inf2_serving.neuron_rolling`): up to n_positions - 1 steps of stall for them.
+These are floors: real steps add collectives, launch overhead and sampling.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from inf2_serving.contract import DTYPES
+from inf2_serving.contract import DTYPES, rolling_batch_enabled
 
 from .catalog import HBM_BANDWIDTH_PER_CHIP, ModelFacts
 
@@ -41,6 +44,14 @@ class PromptCost:
     decode_floor_s: float
     reset_bytes: int
     reference_bytes: dict[str, int]
+    n_positions: int
+    rolling_batch: bool
+
+    @property
+    def longest_replay_s(self) -> float:
+        """With the rolling batch, the longest an admission can stall running rows: a replay of
+        contexts up to n_positions - 1 tokens, one step each."""
+        return (self.n_positions - 1) * self.decode_floor_s
 
     @property
     def ttft_floor_s(self) -> float:
@@ -52,7 +63,9 @@ class PromptCost:
         return {"prompt_tokens": self.prompt_tokens, "chips": self.chips,
                 "decode_floor_ms": round(self.decode_floor_s * 1e3, 3),
                 "ttft_floor_ms": round(self.ttft_floor_s * 1e3, 3),
-                "reset_bytes_per_request": self.reset_bytes,
+                "rolling_batch": self.rolling_batch,
+                "longest_replay_ms": round(self.longest_replay_s * 1e3, 3) if self.rolling_batch else None,
+                "reset_bytes_per_request": 0 if self.rolling_batch else self.reset_bytes,
                 "verify_reference_bytes": dict(self.reference_bytes)}
 
 
@@ -71,4 +84,6 @@ def prompt_cost(plan: Plan, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> Promp
         decode_floor_s=weights / (chips * HBM_BANDWIDTH_PER_CHIP),
         reset_bytes=reset,
         reference_bytes={dtype: reference_bytes(model, dtype) for dtype in REFERENCE_DTYPE_BYTES},
+        n_positions=plan.n_positions,
+        rolling_batch=rolling_batch_enabled(plan.spec.rolling_batch),
     )
