@@ -20,9 +20,16 @@ def aws_secrets() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cpu_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path) -> Path:
-    """tiny-gptj with a CPU serving.properties in one folder: what the local server serves."""
+    """tiny-gptj with a CPU serving.properties in one folder: what the local server serves (static batches)."""
     return served_copy(tiny_gptj, tmp_path_factory.mktemp("tiny-artifact"),
                        backend="cpu", n_positions="128", batch_size="4", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def rolling_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_gptj: Path) -> Path:
+    """The same with the rolling batch on, as the packager writes it by default."""
+    return served_copy(tiny_gptj, tmp_path_factory.mktemp("tiny-rolling-artifact"),
+                       backend="cpu", n_positions="128", batch_size="4", dtype="fp32", rolling_batch="auto")
 
 
 def _wait_ready(client, timeout: float = 60.0) -> None:  # noqa: ANN001 - any client with .get
@@ -39,16 +46,19 @@ def wait_ready():  # noqa: ANN201
     return _wait_ready
 
 
-@pytest.fixture(scope="module")
-def live_server(cpu_artifact: Path, wait_ready):  # noqa: ANN001, ANN201
-    """A ready uvicorn server for the tiny artifact: yields its URL and an httpx client with a 30 s timeout."""
+@pytest.fixture(scope="module", params=["static", "rolling"])
+def live_server(request: pytest.FixtureRequest, cpu_artifact: Path, rolling_artifact: Path,
+                wait_ready):  # noqa: ANN001, ANN201
+    """A ready uvicorn server for the tiny artifact, with static batches and then with the rolling batch:
+    yields its URL, an httpx client with a 30 s timeout, and the artifact folder."""
     import httpx
     from inf2_deploy.local.server import create_app
 
-    app = create_app(cpu_artifact, backend="cpu", max_batch_delay_ms=2)
+    artifact = rolling_artifact if request.param == "rolling" else cpu_artifact
+    app = create_app(artifact, backend="cpu", max_batch_delay_ms=2)
     with uvicorn_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         wait_ready(client)
-        yield url, client
+        yield url, client, artifact
 
 
 class CallRecorder:

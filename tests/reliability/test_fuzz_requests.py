@@ -207,6 +207,52 @@ def test_djl_handle_still_serves_after_fuzz(djl_handle) -> None:  # noqa: ANN001
     assert isinstance(json.loads(bytes(output.content.value_at(0)))["generated_text"], str)
 
 
+@pytest.fixture(scope="module")
+def djl_rolling(rolling_artifact):  # noqa: ANN001, ANN201
+    """``inf2_serving.djl`` over a rolling handler, driven by a mirror of DJL's Java rolling-batch loop."""
+    from inf2_deploy.local.server import load_artifact_properties
+    from inf2_serving import djl
+    from inf2_serving.djl_rolling import DjlRollingBatch
+    from inf2_serving.handler import ModelHandler
+
+    handler = ModelHandler()
+    handler.initialize(load_artifact_properties(rolling_artifact, backend="cpu"))
+    with standin_packages.on_path(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(djl, "handler", handler)
+        patch.setattr(djl, "rolling", DjlRollingBatch())
+        yield djl
+
+
+def _check_rolling_answer(request: Any) -> None:
+    """A request of DJL's loop got its last chunk, and a 200 answer or a 400 error body (424 would be a
+    failed step: the handler's backend-failure code, which bad input must never cause)."""
+    assert request.closed and request.code in (200, 400), (request.code, request.body)
+    event(f"rolling DJL {request.code}")
+    if request.code != 200:
+        assert json.loads(request.body)["code"] == request.code
+    elif request.properties.get("Content-Type") == "application/jsonlines":
+        lines = [json.loads(line) for line in request.body.decode("utf-8").splitlines()]
+        assert lines and all("token" in line for line in lines) and "generated_text" in lines[-1]
+    else:
+        _check_json_answer(request.body)
+
+
+@settings(max_examples=HANDLER_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(bodies, min_size=1, max_size=3))
+@example(batch=list(SURROGATE_BODIES))
+def test_djl_rolling_loop_answers_every_request(djl_rolling, batch: list[bytes]) -> None:  # noqa: ANN001
+    from support.djl_loop import RollingBatchLoop
+
+    loop = RollingBatchLoop(djl_rolling.handle)
+    good = loop.add_input({"inputs": "Hello", "stream": True, "parameters": {"max_new_tokens": 4}})
+    loop.step()  # the fuzzed requests join a running stream
+    fuzzed = [loop.add_input(body) for body in batch]
+    loop.run()
+    for request in [good, *fuzzed]:
+        _check_rolling_answer(request)
+    assert good.code == 200 and len(good.body.decode("utf-8").splitlines()) == 4
+
+
 # ---------------------------------------------------------------- local server over HTTP
 
 
@@ -235,8 +281,8 @@ def _check_http(response: Any) -> None:
 @given(body=bodies, by_name=st.booleans())
 @example(body=SURROGATE_BODIES[0], by_name=False)
 @example(body=SURROGATE_BODIES[1], by_name=True)
-def test_http_invocations_never_5xx(http, cpu_artifact, body: bytes, by_name: bool) -> None:  # noqa: ANN001
-    path = f"/predictions/{cpu_artifact.name}" if by_name else "/invocations"
+def test_http_invocations_never_5xx(http, live_server, body: bytes, by_name: bool) -> None:  # noqa: ANN001
+    path = f"/predictions/{live_server[2].name}" if by_name else "/invocations"
     _check_http(http.post(path, content=body, headers={"content-type": "application/json"}))
 
 
