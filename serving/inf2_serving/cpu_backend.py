@@ -114,7 +114,9 @@ class CpuDecodeBatch:
         """See :class:`inf2_serving.scheduler.DecodeBatch`."""
         self._order: list[int] = []  # the slot of each row of the batch cache
         self._lengths: dict[int, int] = {}  # real tokens per slot in the cache
-        self._layers: list[tuple[Any, Any]] = []
+        # The model's own cache object, passed back as it came between decode steps: rebuilding
+        # it from tensors copies every cached position (DynamicCache.update concatenates).
+        self._cache: Any = None
         self._mask: Any = None
         self._pending: dict[int, tuple[int, ...]] = {}  # admitted rows not yet prefilled
         self._next: dict[int, int] = {}  # per running slot, the token its next decode feeds
@@ -137,11 +139,11 @@ class CpuDecodeBatch:
         self._order.remove(slot)
         del self._lengths[slot]
         if not self._order:
-            self._layers, self._mask = [], None
+            self._cache, self._mask = None, None
             return
         width = self._mask.shape[1]
         start = width - max(self._lengths.values())
-        self._layers = [(k[keep, :, start:], v[keep, :, start:]) for k, v in self._layers]
+        self._cache = _as_cache([(k[keep, :, start:], v[keep, :, start:]) for k, v in _kv_layers(self._cache)])
         self._mask = self._mask[keep, start:]
 
     def step(self, appended: Mapping[int, int]) -> dict[int, Any]:
@@ -164,8 +166,8 @@ class CpuDecodeBatch:
         positions = torch.tensor([[self._lengths[slot]] for slot in self._order], dtype=torch.long)
         mask = torch.cat([self._mask, torch.ones((len(self._order), 1), dtype=torch.long)], dim=1)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         **{self._cache_arg: _as_cache(self._layers)})
-        self._layers, self._mask = _kv_layers(getattr(out, self._cache_arg)), mask
+                         **{self._cache_arg: self._cache})
+        self._cache, self._mask = getattr(out, self._cache_arg), mask
         for slot in self._order:
             self._lengths[slot] += 1
         return {slot: out.logits[row, -1].float() for row, slot in enumerate(self._order)}
@@ -196,13 +198,11 @@ class CpuDecodeBatch:
 
         if self._order:
             width = max(self._mask.shape[1], mask.shape[1])
-            self._layers = [(torch.cat([_left_pad(k, width), _left_pad(layers[i][0], width)]),
-                             torch.cat([_left_pad(v, width), _left_pad(layers[i][1], width)]))
-                            for i, (k, v) in enumerate(self._layers)]
+            layers = [(torch.cat([_left_pad(k, width), _left_pad(layers[i][0], width)]),
+                       torch.cat([_left_pad(v, width), _left_pad(layers[i][1], width)]))
+                      for i, (k, v) in enumerate(_kv_layers(self._cache))]
             mask = torch.cat([_left_pad(self._mask, width), _left_pad(mask, width)])
-        else:
-            self._layers = layers
-        self._mask = mask
+        self._cache, self._mask = _as_cache(layers), mask
         for slot in slots:
             self._order.append(slot)
             self._lengths[slot] = int(self._mask[len(self._order) - 1].sum())
